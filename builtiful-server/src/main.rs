@@ -1,0 +1,3 @@
+//! `builtiful-server`.
+
+fn main() {}
