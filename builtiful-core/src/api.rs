@@ -142,6 +142,7 @@ pub struct HealthResponse {
 /// The query of `GET /provisioner/jobs`, before validation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct ClaimRequest {
     /// vCPUs free on the host now (≥ 1); no larger job is handed out.
     pub available_vcpus: i64,

@@ -10,6 +10,7 @@ use uuid::Uuid;
 /// The query of a list request, before validation. Every field is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct PageRequest {
     /// How many items to return, 1 to 100 (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
