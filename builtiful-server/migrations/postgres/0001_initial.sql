@@ -39,7 +39,7 @@ CREATE TABLE memberships (
 CREATE INDEX memberships_tenant ON memberships (tenant_id);
 
 CREATE TABLE sessions (
-    token_hash UUID PRIMARY KEY NOT NULL,
+    token_hash BYTEA PRIMARY KEY NOT NULL,
     user_id UUID NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL

@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{Html, IntoResponse};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::Scalar;
 
@@ -48,6 +49,48 @@ impl Modify for SecuritySchemes {
                     .build(),
             ),
         );
+    }
+}
+
+/// Adds the answers every operation can give, whatever it does: 500 (the seed's sentence)
+/// and 503 (the database is unreachable). Run on the finished document, once the routes
+/// have added their paths.
+pub fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
+    let message = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Message")))
+                    .build(),
+            )
+            .build()
+    };
+    let common = [
+        (
+            "500",
+            message("Unexpected failure; the cause is logged, never sent"),
+        ),
+        ("503", message("A dependency is unavailable; retry later")),
+    ];
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for (status, response) in &common {
+                operation
+                    .responses
+                    .responses
+                    .entry((*status).to_owned())
+                    .or_insert_with(|| response.clone().into());
+            }
+        }
     }
 }
 

@@ -31,10 +31,16 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(email::confirm_email_change))
 }
 
-/// The OpenAPI document of the API, as served at `/openapi.json` and committed at the repo root.
-pub fn openapi_json() -> String {
-    let (_, openapi) = api().split_for_parts();
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut openapi) = api().split_for_parts();
+    docs::add_common_responses(&mut openapi);
     openapi
+}
+
+/// The OpenAPI document as served at `/openapi.json` and committed at the repo root.
+pub fn openapi_json() -> String {
+    openapi()
         .to_pretty_json()
         .unwrap_or_else(|e| unreachable!("the OpenAPI document serialises: {e}"))
 }
