@@ -74,16 +74,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let app = args.build().await?;
+    args.check()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let bound = listener.local_addr()?;
+    let app = args.build(bound).await?;
     let public = app.settings.public_url.clone();
     if args.sandbox {
         let seeded = sandbox::seed(app.store.as_ref(), app.now()).await?;
         print_sandbox_banner(&public, &seeded);
     }
-    tracing::info!(listen = %args.listen, public_url = %public, backend = ?app.store.backend(), "serving");
+    tracing::info!(listen = %bound, public_url = %public, backend = ?app.store.backend(), "serving");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     server::serve(listener, Arc::new(app), shutdown).await

@@ -122,16 +122,16 @@ impl ServeArgs {
         missing
     }
 
-    /// The public URL: the given one, or the listen address over plain http.
-    pub fn public_url(&self) -> Url {
+    /// The public URL: the given one, or the address the server is bound to over plain http.
+    pub fn public_url(&self, bound: SocketAddr) -> Url {
         self.public_url.clone().unwrap_or_else(|| {
-            Url::parse(&format!("http://{}", self.listen))
+            Url::parse(&format!("http://{bound}"))
                 .unwrap_or_else(|e| unreachable!("a socket address makes a URL: {e}"))
         })
     }
 
-    /// Checks the settings and builds the application.
-    pub async fn build(&self) -> anyhow::Result<App> {
+    /// Checks the GitHub settings: all of them, unless the sandbox replaces GitHub.
+    pub fn check(&self) -> anyhow::Result<()> {
         if !self.sandbox {
             let missing = self.missing_github_settings();
             if !missing.is_empty() {
@@ -142,7 +142,13 @@ impl ServeArgs {
                 );
             }
         }
-        let public_url = self.public_url();
+        Ok(())
+    }
+
+    /// Builds the application for a server bound to `bound`.
+    pub async fn build(&self, bound: SocketAddr) -> anyhow::Result<App> {
+        self.check()?;
+        let public_url = self.public_url(bound);
         let url = self.database.url()?;
         let state_dir = state_dir(&url)?;
         let secret = match &self.secret_file {
