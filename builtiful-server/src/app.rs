@@ -7,6 +7,8 @@ use builtiful_core::Timestamp;
 use url::Url;
 
 use crate::clock::Clock;
+use crate::crypto::Sealer;
+use crate::github::GitHub;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
@@ -47,6 +49,16 @@ impl Settings {
     }
 }
 
+/// The webhook secret. `Debug` redacts it.
+#[derive(Clone)]
+pub struct WebhookSecret(pub String);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
+}
+
 /// Everything a request handler can reach. Outside services are trait objects so tests and
 /// the sandbox can swap them.
 #[derive(Debug)]
@@ -61,6 +73,12 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Signs confirmation links.
     pub secret: Secret,
+    /// Encrypts users' GitHub tokens at rest.
+    pub sealer: Sealer,
+    /// GitHub (or the sandbox's simulation of it).
+    pub github: Arc<dyn GitHub>,
+    /// The secret GitHub signs webhooks with.
+    pub webhook_secret: WebhookSecret,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
 }

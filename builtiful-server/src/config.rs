@@ -10,10 +10,13 @@ use clap::Args;
 use lettre::message::Mailbox;
 use url::Url;
 
-use crate::app::{App, Settings};
+use crate::app::{App, Settings, WebhookSecret};
 use crate::clock::SystemClock;
+use crate::crypto::Sealer;
+use crate::github::{GitHubConfig, HttpGitHub};
 use crate::mail::{Mailer, OutboxMailer, SmtpMailer};
 use crate::metrics::Metrics;
+use crate::sandbox;
 use crate::secret::{self, Secret};
 use crate::store::{self, Store};
 
@@ -55,7 +58,6 @@ pub fn data_dir() -> anyhow::Result<PathBuf> {
 
 /// `builtiful-server serve`.
 #[derive(Debug, Clone, Args)]
-#[allow(clippy::struct_field_names)]
 pub struct ServeArgs {
     /// The address to listen on.
     #[arg(long, env = "BUILTIFUL_LISTEN", default_value = "127.0.0.1:8080")]
@@ -163,6 +165,7 @@ impl ServeArgs {
             Some(smtp) => Arc::new(SmtpMailer::new(smtp, from)?),
             None => Arc::new(OutboxMailer::new(&state_dir.join("outbox"), from)?),
         };
+        let (github, webhook_secret) = self.github(&public_url)?;
         let store = self.database.connect().await?;
         Ok(App {
             store,
@@ -172,10 +175,74 @@ impl ServeArgs {
             },
             mailer,
             clock: Arc::new(SystemClock),
+            sealer: Sealer::new(&secret, "github-token"),
             secret,
+            github: Arc::new(HttpGitHub::new(&github)?),
+            webhook_secret: WebhookSecret(webhook_secret),
             metrics: Arc::new(Metrics::default()),
         })
     }
+
+    /// How to reach GitHub and the webhook secret: from the flags, or, in the sandbox, the
+    /// simulated GitHub mounted on this server with the committed sandbox App key.
+    pub fn github(&self, public_url: &Url) -> anyhow::Result<(GitHubConfig, String)> {
+        if self.sandbox {
+            let base = sandbox_github_url(public_url);
+            let api_url = base.join("api")?;
+            let config = GitHubConfig {
+                web_url: base,
+                api_url,
+                app_id: sandbox::APP_ID,
+                client_id: sandbox::CLIENT_ID.to_owned(),
+                client_secret: sandbox::CLIENT_SECRET.to_owned(),
+                private_key_pem: sandbox::APP_PRIVATE_KEY_PEM.as_bytes().to_vec(),
+            };
+            let webhook_secret = self
+                .github_webhook_secret
+                .clone()
+                .unwrap_or_else(|| hex::encode(rand::random::<[u8; 20]>()));
+            return Ok((config, webhook_secret));
+        }
+        let missing = || {
+            anyhow::anyhow!(
+                "{}",
+                self.check()
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default()
+            )
+        };
+        let key_path = self.github_private_key.as_ref().ok_or_else(missing)?;
+        let private_key_pem = std::fs::read(key_path).with_context(|| {
+            format!(
+                "cannot read the GitHub App private key {}",
+                key_path.display()
+            )
+        })?;
+        let api_url = self.github_api_url.clone().unwrap_or_else(|| {
+            Url::parse("https://api.github.com").unwrap_or_else(|e| unreachable!("{e}"))
+        });
+        let config = GitHubConfig {
+            web_url: GitHubConfig::web_url_for(&api_url),
+            api_url,
+            app_id: self.github_app_id.ok_or_else(missing)?,
+            client_id: self.github_client_id.clone().ok_or_else(missing)?,
+            client_secret: self.github_client_secret.clone().ok_or_else(missing)?,
+            private_key_pem,
+        };
+        Ok((
+            config,
+            self.github_webhook_secret.clone().ok_or_else(missing)?,
+        ))
+    }
+}
+
+/// Where the simulated GitHub is mounted on a sandbox server.
+pub fn sandbox_github_url(public_url: &Url) -> Url {
+    let mut url = public_url.clone();
+    url.set_path(sandbox::MOUNT_PATH);
+    url.set_query(None);
+    url
 }
 
 /// Where the server keeps its own files (secret, outbox): beside a SQLite database, else in

@@ -304,7 +304,11 @@ async fn failed_jobs_are_recorded_as_final(backend: Backend) {
         Some(Timestamp::from_micros(now.as_micros()))
     );
     assert_eq!(stored.max_run_time, 21_600);
-    assert_eq!(stored.duration, None);
+    // It ended without running: zero seconds, nothing to bill.
+    assert_eq!(
+        (stored.duration, stored.billable_duration),
+        (Some(0), Some(0))
+    );
     assert_eq!(stored.started_at, None);
     assert_eq!(stored.workflow_job["id"], 7);
     assert_eq!(stored.label, "builtiful(ubuntu,3cpu)");

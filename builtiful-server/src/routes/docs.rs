@@ -25,6 +25,7 @@ use crate::auth::SESSION_COOKIE;
         (name = "auth", description = "Signing in and out"),
         (name = "users", description = "The signed-in user"),
         (name = "tenants", description = "Organisations that installed the App, and their jobs"),
+        (name = "webhooks", description = "Events from GitHub"),
         (name = "system", description = "Health, readiness, metrics and this document")
     )
 )]

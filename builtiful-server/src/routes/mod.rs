@@ -3,15 +3,18 @@
 mod auth;
 mod docs;
 mod email;
+mod login;
 mod system;
 mod tenants;
 mod users;
 
+use axum::extract::DefaultBodyLimit;
 use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::webhooks;
 
 pub use docs::ApiDoc;
 
@@ -24,11 +27,19 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(docs::openapi_json))
         .routes(routes!(docs::docs))
         .routes(routes!(auth::logout))
+        .routes(routes!(login::login))
+        .routes(routes!(login::callback))
+        .routes(routes!(login::token))
+        .routes(routes!(login::cli_code))
+        .routes(routes!(login::setup))
         .routes(routes!(users::me))
         .routes(routes!(tenants::list_tenants))
         .routes(routes!(tenants::list_jobs))
         .routes(routes!(email::request_email_change))
         .routes(routes!(email::confirm_email_change))
+        .routes(
+            routes!(webhooks::receive).layer(DefaultBodyLimit::max(webhooks::MAX_WEBHOOK_BYTES)),
+        )
 }
 
 /// The OpenAPI document of the API.

@@ -4,6 +4,7 @@ use axum::extract::State;
 use builtiful_core::{JobList, Message, PageRequest, Tenant, TenantList};
 use uuid::Uuid;
 
+use crate::accounts;
 use crate::app::AppState;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult};
@@ -16,6 +17,7 @@ pub(super) async fn member_tenant(
     current: &CurrentUser,
     tenant_id: Uuid,
 ) -> ApiResult<Tenant> {
+    accounts::refresh_memberships(state, &current.user).await?;
     state
         .store
         .tenant_of_user(current.user.id, tenant_id)
@@ -38,6 +40,7 @@ pub async fn list_tenants(
     State(state): State<AppState>,
     current: CurrentUser,
 ) -> ApiResult<Json<TenantList>> {
+    accounts::refresh_memberships(&state, &current.user).await?;
     let tenants = state.store.tenants_of_user(current.user.id).await?;
     Ok(Json(TenantList {
         total_count: tenants.len() as u64,

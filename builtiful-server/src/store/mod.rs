@@ -72,6 +72,13 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// The whole seconds a job ran (zero if it never started) and that time rounded up to a whole
+/// minute, which is what is billed.
+pub fn run_time(started_at: Option<Timestamp>, completed_at: Timestamp) -> (u64, u64) {
+    let duration = started_at.map_or(0, |started| completed_at.whole_secs_since(started));
+    (duration, duration.div_ceil(60) * 60)
+}
+
 /// Shorthand for storage results.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -110,7 +117,8 @@ pub struct Installation {
     pub suspended: bool,
 }
 
-/// A job to record, as a webhook described it.
+/// A job to record, as a webhook described it. Webhooks can arrive out of order, so a job may
+/// be first seen running or even finished: the insert carries its whole initial state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobInsert {
     /// The tenant the job belongs to.
@@ -135,8 +143,79 @@ pub struct JobInsert {
     pub status: JobStatus,
     /// Why, when `Failed`.
     pub failure_reason: Option<FailureReason>,
+    /// Waiting for an environment approval: not claimable until queued again.
+    pub waiting: bool,
+    /// When a runner started it, if that is already known.
+    pub started_at: Option<Timestamp>,
+    /// When it ended, if it already did.
+    pub completed_at: Option<Timestamp>,
     /// The raw `workflow_job` object.
     pub workflow_job: serde_json::Value,
+}
+
+/// A job with the bookkeeping the API does not show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// The job as the API shows it.
+    pub job: Job,
+    /// Waiting for an environment approval.
+    pub waiting: bool,
+    /// The name of the runner registered for it (`builtiful-<job id>`).
+    pub runner_name: Option<String>,
+    /// The host that holds it.
+    pub host: Option<String>,
+}
+
+/// A change of a job's state, applied only if the job is still in the state it was read in
+/// (compare-and-set), so concurrent webhooks can never move a job backwards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobChange {
+    /// The new status.
+    pub status: JobStatus,
+    /// Why it failed, when it did.
+    pub failure_reason: Option<FailureReason>,
+    /// When it started (`None` keeps what is stored).
+    pub started_at: Option<Timestamp>,
+    /// When it ended (`None` keeps what is stored).
+    pub completed_at: Option<Timestamp>,
+    /// Seconds it ran, once it ended (`None` keeps what is stored).
+    pub duration: Option<u64>,
+    /// Waiting for an environment approval.
+    pub waiting: bool,
+    /// The raw `workflow_job` of the webhook that made the change.
+    pub workflow_job: serde_json::Value,
+}
+
+/// A login in progress: kept server-side between the redirect to GitHub and its callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthState {
+    /// The SHA-256 of the `state` parameter.
+    pub state_hash: TokenHash,
+    /// Where to send the person afterwards.
+    pub redirect_uri: String,
+    /// The CLI's PKCE challenge, when the login is a CLI's.
+    pub code_challenge: Option<String>,
+    /// When the login expires.
+    pub expires_at: Timestamp,
+}
+
+/// A user's GitHub token, encrypted at rest.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedGitHubToken {
+    /// The sealed access token.
+    pub access_token: Vec<u8>,
+    /// The sealed refresh token.
+    pub refresh_token: Option<Vec<u8>>,
+    /// When the access token expires.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl fmt::Debug for SealedGitHubToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedGitHubToken")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A provisioner token, without its secret.
@@ -222,6 +301,87 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// One page of a tenant's jobs, newest first, with the tenant's total.
     async fn list_jobs(&self, tenant_id: Uuid, page: Page) -> Result<JobList>;
+
+    /// A job by GitHub's workflow job id.
+    async fn job_by_workflow_job_id(&self, workflow_job_id: i64) -> Result<Option<JobRecord>>;
+
+    /// The job a runner was registered for, by the runner's name.
+    async fn job_by_runner_name(&self, runner_name: &str) -> Result<Option<JobRecord>>;
+
+    /// Applies `change` if the job's status is still `expected`; `false` if it moved meanwhile.
+    async fn update_job(
+        &self,
+        id: Uuid,
+        expected: JobStatus,
+        change: &JobChange,
+        now: Timestamp,
+    ) -> Result<bool>;
+
+    /// Starts job `id` (still `expected`) on the runner that was made for job `owner`: GitHub
+    /// gave that runner to this job. The owner, if it was still waiting for its runner, goes
+    /// back to the queue for a new one, and its host and lease pass to the job that ran.
+    async fn start_on_foreign_runner(
+        &self,
+        id: Uuid,
+        expected: JobStatus,
+        owner: Uuid,
+        change: &JobChange,
+        now: Timestamp,
+    ) -> Result<bool>;
+
+    /// A user by GitHub id.
+    async fn user_by_github_id(&self, github_id: i64) -> Result<Option<User>>;
+
+    /// The tenant of an installation (including one that was uninstalled).
+    async fn tenant_by_installation(&self, installation_id: i64) -> Result<Option<Tenant>>;
+
+    /// Marks a tenant uninstalled and removes its memberships.
+    async fn uninstall_tenant(&self, installation_id: i64, now: Timestamp) -> Result<bool>;
+
+    /// Whether a webhook delivery id was already processed.
+    async fn delivery_seen(&self, delivery_id: &str) -> Result<bool>;
+
+    /// Records a webhook delivery id; `false` if it was already recorded (a duplicate).
+    async fn record_delivery(&self, delivery_id: &str, event: &str, now: Timestamp)
+    -> Result<bool>;
+
+    /// Keeps a login in progress.
+    async fn create_oauth_state(&self, state: &OAuthState) -> Result<()>;
+
+    /// Takes (deletes) a login in progress; `None` if unknown, used or expired.
+    async fn take_oauth_state(
+        &self,
+        state_hash: TokenHash,
+        now: Timestamp,
+    ) -> Result<Option<OAuthState>>;
+
+    /// Keeps a one-time CLI login code with its PKCE challenge.
+    async fn create_login_code(
+        &self,
+        code_hash: TokenHash,
+        user_id: Uuid,
+        code_challenge: &str,
+        expires_at: Timestamp,
+    ) -> Result<()>;
+
+    /// Takes (deletes) a CLI login code: the user and the challenge, if live.
+    async fn take_login_code(
+        &self,
+        code_hash: TokenHash,
+        now: Timestamp,
+    ) -> Result<Option<(Uuid, String)>>;
+
+    /// Stores a user's GitHub token (sealed).
+    async fn set_github_token(&self, user_id: Uuid, token: &SealedGitHubToken) -> Result<()>;
+
+    /// A user's GitHub token (sealed).
+    async fn github_token(&self, user_id: Uuid) -> Result<Option<SealedGitHubToken>>;
+
+    /// When the user's memberships were last checked against GitHub.
+    async fn memberships_checked_at(&self, user_id: Uuid) -> Result<Option<Timestamp>>;
+
+    /// Records that the user's memberships were just checked against GitHub.
+    async fn mark_memberships_checked(&self, user_id: Uuid, now: Timestamp) -> Result<()>;
 
     /// Creates a provisioner token; `Conflict` if the name is taken.
     async fn create_provisioner_token(

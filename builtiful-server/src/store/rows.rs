@@ -150,9 +150,84 @@ impl TryFrom<JobRow> for Job {
     }
 }
 
+/// The columns of `jobs` that make a [`JobRecord`](super::JobRecord).
+macro_rules! job_record_columns {
+    () => {
+        concat!(
+            crate::store::rows::job_columns!(),
+            ", waiting, runner_name, host"
+        )
+    };
+}
+pub(super) use job_record_columns;
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct JobRecordRow {
+    #[sqlx(flatten)]
+    job: JobRow,
+    waiting: bool,
+    runner_name: Option<String>,
+    host: Option<String>,
+}
+
+impl TryFrom<JobRecordRow> for super::JobRecord {
+    type Error = StoreError;
+
+    fn try_from(row: JobRecordRow) -> Result<Self> {
+        Ok(Self {
+            job: row.job.try_into()?,
+            waiting: row.waiting,
+            runner_name: row.runner_name,
+            host: row.host,
+        })
+    }
+}
+
 /// Converts fetched job rows, failing on the first that does not read.
 pub(super) fn jobs(rows: Vec<JobRow>) -> Result<Vec<Job>> {
     rows.into_iter().map(Job::try_from).collect()
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct SealedTokenRow {
+    github_token: Option<Vec<u8>>,
+    github_refresh_token: Option<Vec<u8>>,
+    github_token_expires_at: Option<i64>,
+}
+
+impl SealedTokenRow {
+    pub(super) fn into_token(self) -> Option<super::SealedGitHubToken> {
+        Some(super::SealedGitHubToken {
+            access_token: self.github_token?,
+            refresh_token: self.github_refresh_token,
+            expires_at: self.github_token_expires_at.map(Timestamp::from_micros),
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct OAuthStateRow {
+    state_hash: Vec<u8>,
+    redirect_uri: String,
+    code_challenge: Option<String>,
+    expires_at: i64,
+}
+
+impl TryFrom<OAuthStateRow> for super::OAuthState {
+    type Error = StoreError;
+
+    fn try_from(row: OAuthStateRow) -> Result<Self> {
+        let hash: [u8; 32] = row
+            .state_hash
+            .try_into()
+            .map_err(|_| corrupt("oauth_states.state_hash is not 32 bytes"))?;
+        Ok(Self {
+            state_hash: super::TokenHash(hash),
+            redirect_uri: row.redirect_uri,
+            code_challenge: row.code_challenge,
+            expires_at: Timestamp::from_micros(row.expires_at),
+        })
+    }
 }
 
 /// The columns of `provisioner_tokens` that make a [`ProvisionerToken`].

@@ -71,7 +71,7 @@ macro_rules! impl_store {
                     "ON CONFLICT (github_installation_id) DO UPDATE SET github_id = excluded.github_id, ",
                     "github_login = excluded.github_login, ",
                     "github_installation_suspended = excluded.github_installation_suspended, ",
-                    "updated_at = excluded.updated_at ",
+                    "updated_at = excluded.updated_at, uninstalled_at = NULL ",
                     "RETURNING ", crate::store::rows::tenant_columns!()
                 ))
                 .bind(uuid::Uuid::now_v7())
@@ -125,6 +125,7 @@ macro_rules! impl_store {
                 let rows: Vec<crate::store::rows::TenantRow> = sqlx::query_as(concat!(
                     "SELECT ", crate::store::rows::tenant_columns!(), " FROM tenants ",
                     "WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1) ",
+                    "AND uninstalled_at IS NULL ",
                     "ORDER BY lower(github_login), id"
                 ))
                 .bind(user_id)
@@ -140,7 +141,7 @@ macro_rules! impl_store {
             ) -> crate::store::Result<Option<builtiful_core::Tenant>> {
                 let row: Option<crate::store::rows::TenantRow> = sqlx::query_as(concat!(
                     "SELECT ", crate::store::rows::tenant_columns!(), " FROM tenants WHERE id = $2 ",
-                    "AND EXISTS (SELECT 1 FROM memberships WHERE user_id = $1 AND tenant_id = $2)"
+                    "AND uninstalled_at IS NULL AND EXISTS (SELECT 1 FROM memberships WHERE user_id = $1 AND tenant_id = $2)"
                 ))
                 .bind(user_id)
                 .bind(tenant_id)
@@ -235,12 +236,17 @@ macro_rules! impl_store {
 
             async fn purge_expired(&self, now: builtiful_core::Timestamp) -> crate::store::Result<u64> {
                 let mut purged = 0;
-                for sql in [
-                    "DELETE FROM sessions WHERE expires_at <= $1",
-                    "DELETE FROM email_verifications WHERE expires_at <= $1",
+                // GitHub redelivers for 30 days: past that a delivery id cannot come back.
+                let deliveries_before = now.as_micros() - 31 * 24 * 3600 * 1_000_000;
+                for (sql, before) in [
+                    ("DELETE FROM sessions WHERE expires_at <= $1", now.as_micros()),
+                    ("DELETE FROM email_verifications WHERE expires_at <= $1", now.as_micros()),
+                    ("DELETE FROM oauth_states WHERE expires_at <= $1", now.as_micros()),
+                    ("DELETE FROM login_codes WHERE expires_at <= $1", now.as_micros()),
+                    ("DELETE FROM webhook_deliveries WHERE received_at <= $1", deliveries_before),
                 ] {
                     purged += sqlx::query(sql)
-                        .bind(now.as_micros())
+                        .bind(before)
                         .execute(self.writer())
                         .await?
                         .rows_affected();
@@ -259,12 +265,18 @@ macro_rules! impl_store {
                         .bind(job.tenant_id)
                         .fetch_one(&mut *tx)
                         .await?;
-                let completed_at = job.status.is_final().then(|| now.as_micros());
+                let completed_at = job
+                    .status
+                    .is_final()
+                    .then(|| job.completed_at.unwrap_or(now));
+                let run_time = completed_at.map(|end| crate::store::run_time(job.started_at, end));
                 let row: crate::store::rows::JobRow = sqlx::query_as(concat!(
                     "INSERT INTO jobs (id, tenant_id, workflow_job_id, repository, initiator, ",
                     "initiator_github_id, cpu_architecture, os, label, vcpus, max_run_time, ",
-                    "failure_reason, status, created_at, updated_at, completed_at, workflow_job) ",
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16) ",
+                    "failure_reason, status, created_at, updated_at, completed_at, workflow_job, ",
+                    "started_at, duration, billable_duration, waiting) ",
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, ",
+                    "$17, $18, $19, $20) ",
                     "RETURNING ", crate::store::rows::job_columns!()
                 ))
                 .bind(uuid::Uuid::now_v7())
@@ -281,8 +293,12 @@ macro_rules! impl_store {
                 .bind(job.failure_reason.map(builtiful_core::FailureReason::as_str))
                 .bind(job.status.as_str())
                 .bind(now.as_micros())
-                .bind(completed_at)
+                .bind(completed_at.map(builtiful_core::Timestamp::as_micros))
                 .bind(sqlx::types::Json(&job.workflow_job))
+                .bind(job.started_at.map(builtiful_core::Timestamp::as_micros))
+                .bind(run_time.map(|(d, _)| i64::try_from(d).unwrap_or(i64::MAX)))
+                .bind(run_time.map(|(_, b)| i64::try_from(b).unwrap_or(i64::MAX)))
+                .bind(job.waiting)
                 .fetch_one(&mut *tx)
                 .await?;
                 sqlx::query("UPDATE tenants SET job_count = job_count + 1 WHERE id = $1")
@@ -355,6 +371,287 @@ macro_rules! impl_store {
                     jobs: crate::store::rows::jobs(rows)?,
                     total_count: u64::try_from(total.unwrap_or(0)).unwrap_or(0),
                 })
+            }
+
+            async fn job_by_workflow_job_id(
+                &self,
+                workflow_job_id: i64,
+            ) -> crate::store::Result<Option<crate::store::JobRecord>> {
+                let row: Option<crate::store::rows::JobRecordRow> = sqlx::query_as(concat!(
+                    "SELECT ", crate::store::rows::job_record_columns!(), " FROM jobs WHERE workflow_job_id = $1"
+                ))
+                .bind(workflow_job_id)
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn job_by_runner_name(
+                &self,
+                runner_name: &str,
+            ) -> crate::store::Result<Option<crate::store::JobRecord>> {
+                let row: Option<crate::store::rows::JobRecordRow> = sqlx::query_as(concat!(
+                    "SELECT ", crate::store::rows::job_record_columns!(), " FROM jobs WHERE runner_name = $1"
+                ))
+                .bind(runner_name)
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn update_job(
+                &self,
+                id: uuid::Uuid,
+                expected: builtiful_core::JobStatus,
+                change: &crate::store::JobChange,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let applied = crate::store::shared::apply_change!(&mut *tx, id, expected, change, now);
+                tx.commit().await?;
+                Ok(applied)
+            }
+
+            async fn start_on_foreign_runner(
+                &self,
+                id: uuid::Uuid,
+                expected: builtiful_core::JobStatus,
+                owner: uuid::Uuid,
+                change: &crate::store::JobChange,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<bool> {
+                let mut tx = self.begin_write().await?;
+                if !crate::store::shared::apply_change!(&mut *tx, id, expected, change, now) {
+                    return Ok(false);
+                }
+                // The job that ran takes over the owner's host, lease and runner…
+                sqlx::query(
+                    "UPDATE jobs SET (host, provisioner_token_id, lease_expires_at, runner_name, runner_id, \
+                     provisioner_picked_up_at) = (SELECT host, provisioner_token_id, lease_expires_at, \
+                     runner_name, runner_id, provisioner_picked_up_at FROM jobs WHERE id = $2) WHERE id = $1",
+                )
+                .bind(id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+                // …and the owner, still waiting for a runner that is gone, is offered again.
+                sqlx::query(
+                    "UPDATE jobs SET status = 'Queued', host = NULL, provisioner_token_id = NULL, \
+                     lease_expires_at = NULL, runner_name = NULL, runner_id = NULL, \
+                     provisioner_picked_up_at = NULL, updated_at = $2 \
+                     WHERE id = $1 AND status = 'Provisioning'",
+                )
+                .bind(owner)
+                .bind(now.as_micros())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn user_by_github_id(
+                &self,
+                github_id: i64,
+            ) -> crate::store::Result<Option<builtiful_core::User>> {
+                let row: Option<crate::store::rows::UserRow> = sqlx::query_as(concat!(
+                    "SELECT ", crate::store::rows::user_columns!(), " FROM users WHERE github_id = $1"
+                ))
+                .bind(github_id)
+                .fetch_optional(self.reader())
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn tenant_by_installation(
+                &self,
+                installation_id: i64,
+            ) -> crate::store::Result<Option<builtiful_core::Tenant>> {
+                let row: Option<crate::store::rows::TenantRow> = sqlx::query_as(concat!(
+                    "SELECT ", crate::store::rows::tenant_columns!(),
+                    " FROM tenants WHERE github_installation_id = $1"
+                ))
+                .bind(installation_id)
+                .fetch_optional(self.reader())
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn uninstall_tenant(
+                &self,
+                installation_id: i64,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE tenants SET uninstalled_at = $2, updated_at = $2 WHERE github_installation_id = $1",
+                )
+                .bind(installation_id)
+                .bind(now.as_micros())
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "DELETE FROM memberships WHERE tenant_id IN \
+                     (SELECT id FROM tenants WHERE github_installation_id = $1)",
+                )
+                .bind(installation_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delivery_seen(&self, delivery_id: &str) -> crate::store::Result<bool> {
+                let seen: Option<i64> =
+                    sqlx::query_scalar("SELECT received_at FROM webhook_deliveries WHERE delivery_id = $1")
+                        .bind(delivery_id)
+                        .fetch_optional(self.reader())
+                        .await?;
+                Ok(seen.is_some())
+            }
+
+            async fn record_delivery(
+                &self,
+                delivery_id: &str,
+                event: &str,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO webhook_deliveries (delivery_id, event, received_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (delivery_id) DO NOTHING",
+                )
+                .bind(delivery_id)
+                .bind(event)
+                .bind(now.as_micros())
+                .execute(self.writer())
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn create_oauth_state(
+                &self,
+                state: &crate::store::OAuthState,
+            ) -> crate::store::Result<()> {
+                sqlx::query(
+                    "INSERT INTO oauth_states (state_hash, redirect_uri, code_challenge, expires_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&state.state_hash.0[..])
+                .bind(&state.redirect_uri)
+                .bind(&state.code_challenge)
+                .bind(state.expires_at.as_micros())
+                .execute(self.writer())
+                .await?;
+                Ok(())
+            }
+
+            async fn take_oauth_state(
+                &self,
+                state_hash: crate::store::TokenHash,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<Option<crate::store::OAuthState>> {
+                let row: Option<crate::store::rows::OAuthStateRow> = sqlx::query_as(
+                    "DELETE FROM oauth_states WHERE state_hash = $1 \
+                     RETURNING state_hash, redirect_uri, code_challenge, expires_at",
+                )
+                .bind(&state_hash.0[..])
+                .fetch_optional(self.writer())
+                .await?;
+                let state = row.map(crate::store::OAuthState::try_from).transpose()?;
+                Ok(state.filter(|s| s.expires_at > now))
+            }
+
+            async fn create_login_code(
+                &self,
+                code_hash: crate::store::TokenHash,
+                user_id: uuid::Uuid,
+                code_challenge: &str,
+                expires_at: builtiful_core::Timestamp,
+            ) -> crate::store::Result<()> {
+                sqlx::query(
+                    "INSERT INTO login_codes (code_hash, user_id, code_challenge, expires_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&code_hash.0[..])
+                .bind(user_id)
+                .bind(code_challenge)
+                .bind(expires_at.as_micros())
+                .execute(self.writer())
+                .await?;
+                Ok(())
+            }
+
+            async fn take_login_code(
+                &self,
+                code_hash: crate::store::TokenHash,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<Option<(uuid::Uuid, String)>> {
+                let row: Option<(uuid::Uuid, String, i64)> = sqlx::query_as(
+                    "DELETE FROM login_codes WHERE code_hash = $1 \
+                     RETURNING user_id, code_challenge, expires_at",
+                )
+                .bind(&code_hash.0[..])
+                .fetch_optional(self.writer())
+                .await?;
+                Ok(row
+                    .filter(|(_, _, expires_at)| *expires_at > now.as_micros())
+                    .map(|(user_id, challenge, _)| (user_id, challenge)))
+            }
+
+            async fn set_github_token(
+                &self,
+                user_id: uuid::Uuid,
+                token: &crate::store::SealedGitHubToken,
+            ) -> crate::store::Result<()> {
+                sqlx::query(
+                    "UPDATE users SET github_token = $2, github_refresh_token = $3, \
+                     github_token_expires_at = $4 WHERE id = $1",
+                )
+                .bind(user_id)
+                .bind(&token.access_token)
+                .bind(&token.refresh_token)
+                .bind(token.expires_at.map(builtiful_core::Timestamp::as_micros))
+                .execute(self.writer())
+                .await?;
+                Ok(())
+            }
+
+            async fn github_token(
+                &self,
+                user_id: uuid::Uuid,
+            ) -> crate::store::Result<Option<crate::store::SealedGitHubToken>> {
+                let row: Option<crate::store::rows::SealedTokenRow> = sqlx::query_as(
+                    "SELECT github_token, github_refresh_token, github_token_expires_at \
+                     FROM users WHERE id = $1",
+                )
+                .bind(user_id)
+                .fetch_optional(self.reader())
+                .await?;
+                Ok(row.and_then(crate::store::rows::SealedTokenRow::into_token))
+            }
+
+            async fn memberships_checked_at(
+                &self,
+                user_id: uuid::Uuid,
+            ) -> crate::store::Result<Option<builtiful_core::Timestamp>> {
+                let checked: Option<Option<i64>> =
+                    sqlx::query_scalar("SELECT memberships_checked_at FROM users WHERE id = $1")
+                        .bind(user_id)
+                        .fetch_optional(self.reader())
+                        .await?;
+                Ok(checked.flatten().map(builtiful_core::Timestamp::from_micros))
+            }
+
+            async fn mark_memberships_checked(
+                &self,
+                user_id: uuid::Uuid,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<()> {
+                sqlx::query("UPDATE users SET memberships_checked_at = $2 WHERE id = $1")
+                    .bind(user_id)
+                    .bind(now.as_micros())
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
             }
 
             async fn create_provisioner_token(
@@ -434,3 +731,36 @@ macro_rules! impl_store {
 }
 
 pub(super) use impl_store;
+
+/// The compare-and-set `UPDATE` of a job's state, run on an open transaction; evaluates to
+/// whether it applied.
+macro_rules! apply_change {
+    ($tx:expr, $id:expr, $expected:expr, $change:expr, $now:expr) => {{
+        let change: &crate::store::JobChange = $change;
+        let billable = change.duration.map(|d| d.div_ceil(60) * 60);
+        let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        sqlx::query(
+            "UPDATE jobs SET status = $3, failure_reason = COALESCE($4, failure_reason), \
+             started_at = COALESCE($5, started_at), completed_at = COALESCE($6, completed_at), \
+             duration = COALESCE($7, duration), billable_duration = COALESCE($8, billable_duration), \
+             waiting = $9, workflow_job = $10, updated_at = $11 WHERE id = $1 AND status = $2",
+        )
+        .bind($id)
+        .bind($expected.as_str())
+        .bind(change.status.as_str())
+        .bind(change.failure_reason.map(builtiful_core::FailureReason::as_str))
+        .bind(change.started_at.map(builtiful_core::Timestamp::as_micros))
+        .bind(change.completed_at.map(builtiful_core::Timestamp::as_micros))
+        .bind(change.duration.map(to_i64))
+        .bind(billable.map(to_i64))
+        .bind(change.waiting)
+        .bind(sqlx::types::Json(&change.workflow_job))
+        .bind($now.as_micros())
+        .execute($tx)
+        .await?
+        .rows_affected()
+            == 1
+    }};
+}
+
+pub(super) use apply_change;

@@ -7,11 +7,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use builtiful_core::{JobStatus, Tenant, Timestamp, User};
-use builtiful_server::app::{App, Settings};
+use builtiful_server::app::{App, Settings, WebhookSecret};
 use builtiful_server::auth::start_session;
 use builtiful_server::clock::ShiftedClock;
+use builtiful_server::crypto::Sealer;
+use builtiful_server::github::{GitHubConfig, HttpGitHub};
 use builtiful_server::mail::OutboxMailer;
 use builtiful_server::metrics::Metrics;
+use builtiful_server::sandbox;
 use builtiful_server::store::{self, Installation, JobInsert, Store, UserProfile};
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -19,6 +22,9 @@ use uuid::Uuid;
 
 /// The variable naming the PostgreSQL server tests may create databases on.
 pub const POSTGRES_URL_VAR: &str = "BUILTIFUL_TEST_POSTGRES_URL";
+
+/// The webhook secret of test servers.
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
 
 /// Which backend a conformance test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,10 +164,21 @@ impl TestServer {
         let base = format!("http://{addr}");
         let outbox = db.dir.path().join("outbox");
         let clock = Arc::new(ShiftedClock::default());
+        let secret = builtiful_server::config::random_secret();
+        let public_url = Url::parse(options.public_url.unwrap_or(&base)).unwrap();
+        let github_base = builtiful_server::config::sandbox_github_url(&Url::parse(&base).unwrap());
+        let github = GitHubConfig {
+            api_url: github_base.join("api").unwrap(),
+            web_url: github_base,
+            app_id: sandbox::APP_ID,
+            client_id: sandbox::CLIENT_ID.into(),
+            client_secret: sandbox::CLIENT_SECRET.into(),
+            private_key_pem: sandbox::APP_PRIVATE_KEY_PEM.as_bytes().to_vec(),
+        };
         let app = Arc::new(App {
             store,
             settings: Settings {
-                public_url: Url::parse(options.public_url.unwrap_or(&base)).unwrap(),
+                public_url,
                 frontend_origins: options
                     .frontend_origins
                     .iter()
@@ -176,7 +193,10 @@ impl TestServer {
                 .unwrap(),
             ),
             clock: clock.clone(),
-            secret: builtiful_server::config::random_secret(),
+            sealer: Sealer::new(&secret, "github-token"),
+            secret,
+            github: Arc::new(HttpGitHub::new(&github).unwrap()),
+            webhook_secret: WebhookSecret(WEBHOOK_SECRET.into()),
             metrics: Arc::new(Metrics::default()),
         });
         let shutdown = CancellationToken::new();
@@ -289,6 +309,9 @@ pub fn job(tenant: &Tenant, workflow_job_id: i64) -> JobInsert {
         vcpus: 4,
         status: JobStatus::Queued,
         failure_reason: None,
+        waiting: false,
+        started_at: None,
+        completed_at: None,
         workflow_job: serde_json::json!({"id": workflow_job_id, "labels": ["builtiful(ubuntu,4cpu)"]}),
     }
 }
@@ -365,4 +388,17 @@ pub async fn call(
     let body: serde_json::Value = response.json().await.unwrap();
     assert_matches_spec(method.as_str(), spec_path, status, &body);
     (status, body)
+}
+
+/// Runs one SQL statement directly on a test database (to set up states no API makes yet).
+pub async fn execute(url: &str, sql: &str) {
+    use sqlx::Connection;
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
 }
