@@ -8,6 +8,8 @@ use url::Url;
 
 use crate::clock::Clock;
 use crate::crypto::Sealer;
+use crate::dispatch::Dispatcher;
+use crate::dispatch::reconciler::Redeliveries;
 use crate::github::GitHub;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
@@ -79,6 +81,10 @@ pub struct App {
     pub github: Arc<dyn GitHub>,
     /// The secret GitHub signs webhooks with.
     pub webhook_secret: WebhookSecret,
+    /// Long-poll wake-ups and host bookkeeping.
+    pub dispatcher: Dispatcher,
+    /// Failed webhook deliveries already asked for again.
+    pub redeliveries: Redeliveries,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
 }

@@ -13,6 +13,8 @@ use url::Url;
 use crate::app::{App, Settings, WebhookSecret};
 use crate::clock::SystemClock;
 use crate::crypto::Sealer;
+use crate::dispatch::Dispatcher;
+use crate::dispatch::reconciler::Redeliveries;
 use crate::github::{GitHubConfig, HttpGitHub};
 use crate::mail::{Mailer, OutboxMailer, SmtpMailer};
 use crate::metrics::Metrics;
@@ -179,6 +181,8 @@ impl ServeArgs {
             secret,
             github: Arc::new(HttpGitHub::new(&github)?),
             webhook_secret: WebhookSecret(webhook_secret),
+            dispatcher: Dispatcher::default(),
+            redeliveries: Redeliveries::default(),
             metrics: Arc::new(Metrics::default()),
         })
     }

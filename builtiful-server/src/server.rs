@@ -93,6 +93,18 @@ pub async fn serve(
     let state = AppState(app);
     let tasks = TaskTracker::new();
     tasks.spawn(purge_expired(state.clone(), shutdown.clone()));
+    tasks.spawn(crate::dispatch::reconciler::run(
+        state.clone(),
+        shutdown.clone(),
+    ));
+    {
+        let (store, signal, shutdown) = (
+            state.store.clone(),
+            state.dispatcher.jobs_signal(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move { store.listen_for_jobs_signal(signal, shutdown).await });
+    }
 
     let result = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -11,6 +11,8 @@ use builtiful_server::app::{App, Settings, WebhookSecret};
 use builtiful_server::auth::start_session;
 use builtiful_server::clock::ShiftedClock;
 use builtiful_server::crypto::Sealer;
+use builtiful_server::dispatch::Dispatcher;
+use builtiful_server::dispatch::reconciler::Redeliveries;
 use builtiful_server::github::{GitHubConfig, HttpGitHub};
 use builtiful_server::mail::OutboxMailer;
 use builtiful_server::metrics::Metrics;
@@ -197,6 +199,8 @@ impl TestServer {
             secret,
             github: Arc::new(HttpGitHub::new(&github).unwrap()),
             webhook_secret: WebhookSecret(WEBHOOK_SECRET.into()),
+            dispatcher: Dispatcher::default(),
+            redeliveries: Redeliveries::default(),
             metrics: Arc::new(Metrics::default()),
         });
         let shutdown = CancellationToken::new();
