@@ -189,6 +189,10 @@ impl PostgresStore {
     }
 
     async fn close_pools(&self) {
+        // Hand the reconciler's lead over now rather than when the process exits.
+        if let Some(conn) = self.leader.lock().await.take() {
+            let _ = sqlx::Connection::close(conn).await;
+        }
         self.pool.close().await;
     }
 }
