@@ -2,7 +2,10 @@
 //! credentials. This module seeds the organisations, users and provisioner token that
 //! DESIGN.md promises; [`github`] is the simulated GitHub itself.
 
+pub mod command;
 pub mod github;
+mod queue;
+mod runner;
 
 use builtiful_core::{Tenant, Timestamp, User};
 

@@ -168,7 +168,11 @@ impl SimulatedGitHub {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(SimulatorError::HttpClient)?;
-        let world = World::seeded(Links::new(&config.base_url), config.app_id);
+        let world = World::seeded(
+            Links::new(&config.base_url),
+            config.app_id,
+            config.client_id.clone(),
+        );
         Ok(Arc::new(Self {
             config,
             app_key,

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -66,7 +66,8 @@ fn redirect_with(redirect_uri: &Url, pairs: &[(&str, &str)]) -> Response {
             query.append_pair(key, value);
         }
     }
-    Redirect::to(target.as_str()).into_response()
+    // 302, as GitHub answers (axum's `Redirect::to` would say 303).
+    (StatusCode::FOUND, [(header::LOCATION, target.to_string())]).into_response()
 }
 
 async fn authorize(

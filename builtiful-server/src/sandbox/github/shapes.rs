@@ -223,6 +223,7 @@ pub fn repository(world: &World, repo: usize) -> Value {
         "is_template": false,
         "web_commit_signoff_required": false,
         "topics": [],
+        "custom_properties": {},
         "visibility": "private",
         "forks": 0,
         "open_issues": 0,
@@ -241,7 +242,7 @@ pub fn installation(world: &World, installation: &Installation) -> Value {
     let id = installation.id;
     json!({
         "id": id,
-        "client_id": null,
+        "client_id": world.client_id,
         "account": org_account(world, installation.org),
         "repository_selection": "all",
         "access_tokens_url": format!("{api}/app/installations/{id}/access_tokens"),

@@ -273,6 +273,8 @@ pub struct World {
     pub links: Links,
     /// The App's id.
     pub app_id: u64,
+    /// The App's OAuth client id.
+    pub client_id: String,
     /// Organisations.
     pub orgs: Vec<Org>,
     /// People.
@@ -306,7 +308,7 @@ pub struct World {
 
 impl World {
     /// The seeded world of [`crate::sandbox::ORGS`] and [`crate::sandbox::USERS`].
-    pub fn seeded(links: Links, app_id: u64) -> Self {
+    pub fn seeded(links: Links, app_id: u64, client_id: String) -> Self {
         let mut orgs = Vec::new();
         let mut repos = Vec::new();
         let mut installations = Vec::new();
@@ -349,6 +351,7 @@ impl World {
         Self {
             links,
             app_id,
+            client_id,
             orgs,
             users,
             repos,
