@@ -164,6 +164,7 @@ impl World {
                 assigned: None,
             };
             self.jobs.insert(id, job);
+            self.wake_runners = true;
             self.emit_workflow_job(id, "queued");
             ids.push(id);
         }
@@ -365,6 +366,7 @@ impl World {
                 && deadline <= now
             {
                 job.assigned = None;
+                self.wake_runners = true;
                 if let Some(runner) = self.runners.get_mut(&runner_id) {
                     runner.job = None;
                 }

@@ -133,7 +133,7 @@ pub struct SimulatedGitHub {
     app_key: DecodingKey,
     clock: Arc<dyn Clock>,
     world: Mutex<World>,
-    /// Woken whenever jobs or runners change, so long-polling runners look again.
+    /// Woken when a job becomes available, so long-polling runners look again.
     work: Notify,
     /// Woken when a delivery enters the outbox.
     outbox: Notify,
@@ -225,18 +225,22 @@ impl SimulatedGitHub {
         self.world.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Changes the world, then wakes the delivery task and long-polling runners.
+    /// Changes the world, then wakes the delivery task if there is something to deliver
+    /// and long-polling runners if a job became available.
     fn mutate<R>(&self, change: impl FnOnce(&mut World, Timestamp) -> R) -> R {
         let now = self.now();
-        let (result, deliveries) = {
+        let (result, deliveries, jobs) = {
             let mut world = self.world();
             let result = change(&mut world, now);
-            (result, !world.outbox.is_empty())
+            let jobs = std::mem::take(&mut world.wake_runners);
+            (result, !world.outbox.is_empty(), jobs)
         };
         if deliveries {
             self.outbox.notify_one();
         }
-        self.work.notify_waiters();
+        if jobs {
+            self.work.notify_waiters();
+        }
         result
     }
 }

@@ -269,7 +269,7 @@ pub fn runner(runner: &Runner) -> Value {
     json!({
         "id": runner.id,
         "name": runner.name,
-        "os": "Linux",
+        "os": "linux",
         "status": if runner.online { "online" } else { "offline" },
         "busy": runner.job.is_some(),
         "ephemeral": true,

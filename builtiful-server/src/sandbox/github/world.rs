@@ -299,6 +299,9 @@ pub struct World {
     pub deliveries: BTreeMap<u64, Delivery>,
     /// Ids of deliveries waiting to be sent, in order.
     pub outbox: VecDeque<u64>,
+    /// Set when a job became available to runners (queued, or back in the queue), so
+    /// long-polling runners look again.
+    pub wake_runners: bool,
     label_ids: HashMap<String, u64>,
     next_runner_id: u64,
     next_job_id: u64,
@@ -364,6 +367,7 @@ impl World {
             jobs: BTreeMap::new(),
             deliveries: BTreeMap::new(),
             outbox: VecDeque::new(),
+            wake_runners: false,
             label_ids: HashMap::new(),
             next_runner_id: 1,
             // GitHub's job and run ids long passed 2³¹; clients must not squeeze them into i32.
