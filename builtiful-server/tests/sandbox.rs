@@ -1871,6 +1871,11 @@ async fn queue_and_runner_commands() {
         started.elapsed() >= Duration::from_secs(1),
         "it worked for the job's duration"
     );
+    assert!(
+        text(&out.stderr).contains("completed with result: success"),
+        "{}",
+        text(&out.stderr)
+    );
     let done = sb.job_hook(ids[0], "completed").await;
     assert_eq!(done.body["workflow_job"]["conclusion"], "success");
     assert_eq!(done.body["workflow_job"]["runner_name"], "cli-1");

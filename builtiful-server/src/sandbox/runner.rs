@@ -117,23 +117,27 @@ impl Runner {
         } else {
             job.conclusion.as_str()
         };
-        self.call(
-            reqwest::Method::POST,
-            &format!("/jobs/{}/complete", job.id),
-            Some(json!({"conclusion": conclusion})),
-            None,
-        )
-        .await?;
+        let finished = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/jobs/{}/complete", job.id),
+                Some(json!({"conclusion": conclusion})),
+                None,
+            )
+            .await?;
+        // The job may have been cancelled on GitHub's side while the runner worked: its
+        // conclusion is then GitHub's, not the runner's.
+        let result = finished
+            .and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).ok())
+            .and_then(|job| job["conclusion"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| conclusion.to_owned());
         if interrupted {
             bail!(
                 "runner {name} received a shutdown signal; reported job {} as cancelled",
                 job.id
             );
         }
-        eprintln!(
-            "{}: Job {} completed with result: {conclusion}",
-            name, job.name
-        );
+        eprintln!("{}: Job {} completed with result: {result}", name, job.name);
         Ok(())
     }
 
