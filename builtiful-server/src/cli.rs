@@ -30,6 +30,9 @@ enum Command {
     ProvisionerToken(TokenCommand),
     /// Print the OpenAPI document.
     Openapi,
+    /// Drive the simulated GitHub of a sandbox server: queue jobs, act as a runner.
+    #[command(subcommand)]
+    Sandbox(sandbox::command::SandboxCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +73,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", routes::openapi_json());
             Ok(())
         }
+        Command::Sandbox(command) => sandbox::command::run(command).await,
     }
 }
 

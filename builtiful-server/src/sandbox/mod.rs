@@ -1,6 +1,11 @@
 //! The sandbox: a simulated GitHub so the whole system runs on one machine without
 //! credentials. This module seeds the organisations, users and provisioner token that
-//! DESIGN.md promises.
+//! DESIGN.md promises; [`github`] is the simulated GitHub itself.
+
+pub mod command;
+pub mod github;
+mod queue;
+mod runner;
 
 use builtiful_core::{Tenant, Timestamp, User};
 
