@@ -13,6 +13,7 @@ use crate::dispatch::reconciler::Redeliveries;
 use crate::github::GitHub;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::sandbox::github::SimulatedGitHub;
 use crate::secret::Secret;
 use crate::store::Store;
 
@@ -81,6 +82,8 @@ pub struct App {
     pub github: Arc<dyn GitHub>,
     /// The secret GitHub signs webhooks with.
     pub webhook_secret: WebhookSecret,
+    /// The simulated GitHub, when this is a sandbox server.
+    pub sandbox: Option<Arc<SimulatedGitHub>>,
     /// Long-poll wake-ups and host bookkeeping.
     pub dispatcher: Dispatcher,
     /// Failed webhook deliveries already asked for again.

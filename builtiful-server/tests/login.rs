@@ -49,7 +49,10 @@ async fn start(server: &TestServer, redirect_uri: &str, challenge: Option<&str>)
         "{location}"
     );
     let pairs: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
-    assert_eq!(pairs["client_id"], builtiful_server::sandbox::CLIENT_ID);
+    assert_eq!(
+        pairs["client_id"],
+        builtiful_server::sandbox::github::SANDBOX_CLIENT_ID
+    );
     assert_eq!(pairs["redirect_uri"], server.url("/auth/github/callback"));
     pairs["state"].clone()
 }

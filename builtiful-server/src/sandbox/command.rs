@@ -8,9 +8,6 @@ use url::Url;
 
 use super::{queue, runner};
 
-/// Where the simulated GitHub is mounted on a sandbox server.
-pub const SIMULATOR_PATH: &str = "/sandbox/github";
-
 /// `builtiful-server sandbox …`.
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
@@ -76,7 +73,11 @@ pub struct RunnerArgs {
 
 /// The simulator's URL on the sandbox server at `server`.
 pub fn simulator_url(server: &Url) -> String {
-    format!("{}{SIMULATOR_PATH}", server.as_str().trim_end_matches('/'))
+    format!(
+        "{}{}",
+        server.as_str().trim_end_matches('/'),
+        super::MOUNT_PATH
+    )
 }
 
 /// Runs a `sandbox` command.
