@@ -88,6 +88,10 @@ pub fn router() -> Router<Arc<SimulatedGitHub>> {
         .route("/jobs/{job_id}/cancel", post(cancel))
         .route("/installations/{installation_id}/suspend", post(suspend))
         .route(
+            "/users/{login}/orgs/{org}",
+            axum::routing::put(add_member).delete(remove_member),
+        )
+        .route(
             "/installations/{installation_id}/unsuspend",
             post(unsuspend),
         )
@@ -205,6 +209,49 @@ async fn unsuspend(
     Path(id): Path<u64>,
 ) -> Result<Json<Value>, ControlError> {
     set_suspended(&sim, id, false)
+}
+
+/// Adds or removes a person's membership of an organisation, as an org owner would on
+/// GitHub: it changes which installations `GET /user/installations` shows them.
+fn set_membership(
+    sim: &SimulatedGitHub,
+    login: &str,
+    org: &str,
+    member: bool,
+) -> Result<Json<Value>, ControlError> {
+    sim.mutate(|world, _| {
+        let org_index = world
+            .orgs
+            .iter()
+            .position(|o| o.login.eq_ignore_ascii_case(org))
+            .ok_or_else(|| ControlError(StatusCode::NOT_FOUND, format!("no organisation {org}")))?;
+        let person = world
+            .users
+            .iter_mut()
+            .find(|p| p.login.eq_ignore_ascii_case(login))
+            .ok_or_else(|| ControlError(StatusCode::NOT_FOUND, format!("no user {login}")))?;
+        person.orgs.retain(|o| *o != org_index);
+        if member {
+            person.orgs.push(org_index);
+        }
+        Ok(Json(
+            serde_json::json!({"login": person.login, "org": org, "member": member}),
+        ))
+    })
+}
+
+async fn add_member(
+    State(sim): State<Arc<SimulatedGitHub>>,
+    Path((login, org)): Path<(String, String)>,
+) -> Result<Json<Value>, ControlError> {
+    set_membership(&sim, &login, &org, true)
+}
+
+async fn remove_member(
+    State(sim): State<Arc<SimulatedGitHub>>,
+    Path((login, org)): Path<(String, String)>,
+) -> Result<Json<Value>, ControlError> {
+    set_membership(&sim, &login, &org, false)
 }
 
 /// The runner secret of a runner-protocol request.
