@@ -218,6 +218,58 @@ async fn empty_polls(
     )
 }
 
+/// From a `queued` webhook's 202 to a long-polling host holding the job.
+async fn dispatch_latency(server: &TestServer, token: &str, samples: usize) -> Figures {
+    let http = reqwest::Client::new();
+    let mut times = Vec::with_capacity(samples);
+    let started = Instant::now();
+    for sample in 0..samples {
+        let client = server.client(token);
+        let poll = tokio::spawn(async move {
+            let request = ClaimRequest {
+                available_vcpus: 2,
+                cpu_architecture: CpuArchitecture::Amd64,
+                host: "waiting-host".into(),
+                wait: Some(30),
+            };
+            let job = client.claim_job(&request).await.unwrap();
+            (Instant::now(), job)
+        });
+        // Let the poll find the queue empty and park.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let id = 8_000_000_000 + i64::try_from(sample).unwrap();
+        let body = serde_json::to_vec(&serde_json::json!({
+            "action": "queued",
+            "workflow_job": {"id": id, "labels": ["builtiful(ubuntu)"], "status": "queued"},
+            "repository": {"name": "app", "full_name": "octo-org/app", "owner": {"login": "octo-org", "id": 6_811_672}},
+            "sender": {"login": "octocat", "id": 583_231},
+            "installation": {"id": 4_410_001},
+        }))
+        .unwrap();
+        let response = http
+            .post(server.url("/webhooks/github"))
+            .header("x-github-event", "workflow_job")
+            .header("x-github-delivery", Uuid::new_v4().to_string())
+            .header(
+                "x-hub-signature-256",
+                builtiful_server::webhooks::signature::sign(
+                    common::WEBHOOK_SECRET.as_bytes(),
+                    &body,
+                ),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let accepted = Instant::now();
+        let (held, job) = poll.await.unwrap();
+        assert!(job.is_some(), "the long-poll got the job");
+        times.push(held.saturating_duration_since(accepted));
+    }
+    figures(times, started.elapsed())
+}
+
 async fn bench(backend: Backend, args: &Args) {
     let Some(server) = TestServer::start(backend).await else {
         return;
@@ -251,6 +303,12 @@ async fn bench(backend: Backend, args: &Args) {
         100.0 * http.per_second / direct.per_second,
         ms(http.p50),
         ms(http.p99)
+    );
+    let latency = dispatch_latency(&server, token.expose(), 100).await;
+    println!(
+        "| {name} | dispatch latency, webhook 202 → long-poll holds the job | 100 jobs | – | {:.2} | {:.2} |",
+        ms(latency.p50),
+        ms(latency.p99)
     );
     let (direct, http) = empty_polls(&server, args, provisioner, token.expose()).await;
     println!(

@@ -30,9 +30,29 @@ enum Command {
     ProvisionerToken(TokenCommand),
     /// Print the OpenAPI document.
     Openapi,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
     /// Drive the simulated GitHub of a sandbox server: queue jobs, act as a runner.
     #[command(subcommand)]
     Sandbox(sandbox::command::SandboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Set a tenant's limits (both at once; omitting the quota removes it).
+    Limits {
+        /// The tenant's GitHub login.
+        login: String,
+        /// The longest a job may run, in seconds.
+        #[arg(long, default_value_t = 21_600, value_parser = clap::value_parser!(u64).range(60..=7 * 24 * 3600))]
+        max_run_time: u64,
+        /// The most vCPUs the tenant's jobs may hold at once.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(2..))]
+        vcpu_quota: Option<u32>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +89,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::ProvisionerToken(command) => provisioner_token(command).await,
+        Command::Tenant(TenantCommand::Limits {
+            login,
+            max_run_time,
+            vcpu_quota,
+            database,
+        }) => {
+            let store = database.connect().await?;
+            let found = store
+                .set_tenant_limits(
+                    &login,
+                    max_run_time,
+                    vcpu_quota,
+                    builtiful_core::Timestamp::now(),
+                )
+                .await?;
+            store.close().await;
+            if !found {
+                bail!("no tenant has the login `{login}`");
+            }
+            let quota = vcpu_quota.map_or_else(
+                || "no vCPU quota".to_owned(),
+                |q| format!("a quota of {q} vCPUs"),
+            );
+            eprintln!("{login}: jobs run at most {max_run_time} s, {quota}");
+            Ok(())
+        }
         Command::Openapi => {
             println!("{}", routes::openapi_json());
             Ok(())

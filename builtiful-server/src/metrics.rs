@@ -9,6 +9,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -45,6 +46,15 @@ pub struct Metrics {
     dispatch_latency: Histogram,
     /// Claims undone because GitHub would not register a runner for a while.
     pub provisioning_failures: Counter,
+    queue_depth: Family<ClaimLabels, Gauge>,
+    held_vcpus: Family<HostLabels, Gauge>,
+}
+
+/// Labels of per-host metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabels {
+    /// The host's name.
+    pub host: String,
 }
 
 /// Labels of claim metrics.
@@ -96,6 +106,18 @@ impl Default for Metrics {
             "Claims undone because GitHub would not register a runner",
             provisioning_failures.clone(),
         );
+        let queue_depth = Family::<ClaimLabels, Gauge>::default();
+        registry.register(
+            "queue_depth",
+            "Claimable queued jobs, by architecture and size",
+            queue_depth.clone(),
+        );
+        let held_vcpus = Family::<HostLabels, Gauge>::default();
+        registry.register(
+            "host_held_vcpus",
+            "vCPUs of provisioning and running jobs, by host",
+            held_vcpus.clone(),
+        );
         Self {
             registry,
             requests,
@@ -103,6 +125,8 @@ impl Default for Metrics {
             claims,
             dispatch_latency,
             provisioning_failures,
+            queue_depth,
+            held_vcpus,
         }
     }
 }
@@ -129,6 +153,32 @@ impl Metrics {
         let waited = now.as_micros().saturating_sub(job.created_at.as_micros());
         #[allow(clippy::cast_precision_loss)]
         self.dispatch_latency.observe(waited as f64 / 1e6);
+    }
+
+    /// Replaces the queue and capacity gauges with what the store holds now.
+    pub async fn refresh_gauges(
+        &self,
+        store: &dyn crate::store::Store,
+    ) -> crate::store::Result<()> {
+        let depth = store.queue_depth().await?;
+        let held = store.held_vcpus_by_host().await?;
+        self.queue_depth.clear();
+        for (architecture, vcpus, count) in depth {
+            let labels = ClaimLabels {
+                architecture: architecture.to_string(),
+                vcpus,
+            };
+            self.queue_depth
+                .get_or_create(&labels)
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        self.held_vcpus.clear();
+        for (host, vcpus) in held {
+            self.held_vcpus
+                .get_or_create(&HostLabels { host })
+                .set(i64::try_from(vcpus).unwrap_or(i64::MAX));
+        }
+        Ok(())
     }
 
     /// The metrics in the Prometheus (OpenMetrics) text format.

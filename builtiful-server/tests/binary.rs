@@ -91,6 +91,22 @@ fn provisioner_tokens_from_the_command_line() {
 }
 
 #[test]
+fn tenant_limits_need_a_known_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) =
+        run(server(dir.path()).args(["tenant", "limits", "nobody-org", "--vcpu-quota", "16"]));
+    assert!(!ok);
+    assert!(
+        stderr.contains("no tenant has the login `nobody-org`"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) =
+        run(server(dir.path()).args(["tenant", "limits", "x", "--max-run-time", "5"]));
+    assert!(!ok, "under a minute is refused");
+    assert!(stderr.contains("max-run-time"), "{stderr}");
+}
+
+#[test]
 fn migrate_reports_a_bad_database_url() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, _, stderr) =

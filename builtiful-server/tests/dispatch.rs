@@ -25,6 +25,7 @@ conformance!(
     expired_leases_are_requeued_then_fail,
     running_jobs_without_heartbeats_are_lost,
     queue_and_run_time_limits,
+    tenant_limits_and_gauges,
 );
 
 fn filter(vcpus: u32, host: &str, provisioner: Uuid) -> ClaimFilter {
@@ -460,5 +461,80 @@ async fn queue_and_run_time_limits(backend: Backend) {
     assert_eq!(
         (job.status, job.failure_reason),
         (JobStatus::Failed, Some(FailureReason::QueueTimeout))
+    );
+}
+
+async fn tenant_limits_and_gauges(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else {
+        return;
+    };
+    let store = server.app.store.clone();
+    let octo = tenant(store.as_ref(), "Octo-Org").await;
+    assert!(
+        store
+            .set_tenant_limits("octo-org", 600, Some(4), Timestamp::now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_tenant_limits("nobody", 600, None, Timestamp::now())
+            .await
+            .unwrap()
+    );
+    let limited = store
+        .insert_job(&sized(&octo, 1, 2), Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        limited.max_run_time, 600,
+        "new jobs take the tenant's limit"
+    );
+    for (id, vcpus) in [(2, 2), (3, 4), (4, 16)] {
+        store
+            .insert_job(&sized(&octo, id, vcpus), Timestamp::now())
+            .await
+            .unwrap();
+    }
+    let owner = provisioner(store.as_ref(), "fleet").await;
+    let held = store
+        .claim_job(&filter(64, "amd64-01", owner), Timestamp::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.job.vcpus, 2);
+    let mut depth = store.queue_depth().await.unwrap();
+    depth.sort_unstable();
+    assert_eq!(
+        depth,
+        [
+            (CpuArchitecture::Amd64, 2, 1),
+            (CpuArchitecture::Amd64, 4, 1),
+            (CpuArchitecture::Amd64, 16, 1)
+        ]
+    );
+    assert_eq!(
+        store.held_vcpus_by_host().await.unwrap(),
+        [("amd64-01".to_owned(), 2)]
+    );
+    server
+        .app
+        .metrics
+        .refresh_gauges(store.as_ref())
+        .await
+        .unwrap();
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"builtiful_queue_depth{architecture="Amd64",vcpus="16"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"builtiful_host_held_vcpus{host="amd64-01"} 2"#),
+        "{text}"
     );
 }

@@ -50,6 +50,10 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
+        // Every server refreshes its own gauges; only the leader reconciles.
+        if let Err(error) = state.metrics.refresh_gauges(state.store.as_ref()).await {
+            tracing::warn!(error = %error, "cannot refresh the queue gauges");
+        }
         match state.store.try_lead().await {
             Ok(true) => {}
             Ok(false) => continue,

@@ -317,6 +317,22 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Sets a tenant's email address.
     async fn set_tenant_email(&self, tenant_id: Uuid, email: &str, now: Timestamp) -> Result<()>;
 
+    /// Sets a tenant's limits: the longest a job may run (seconds), and the most vCPUs its jobs
+    /// may hold at once (`None`: no quota). `false` if no tenant has that login.
+    async fn set_tenant_limits(
+        &self,
+        github_login: &str,
+        max_run_time: u64,
+        vcpu_quota: Option<u32>,
+        now: Timestamp,
+    ) -> Result<bool>;
+
+    /// Queued, claimable jobs by architecture and size.
+    async fn queue_depth(&self) -> Result<Vec<(CpuArchitecture, u32, u64)>>;
+
+    /// vCPUs held by `Provisioning` and `Running` jobs, by host.
+    async fn held_vcpus_by_host(&self) -> Result<Vec<(String, u64)>>;
+
     /// Records that an email confirmation link was used; `false` if it already was.
     async fn consume_email_verification(
         &self,

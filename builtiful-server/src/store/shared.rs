@@ -165,6 +165,61 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn set_tenant_limits(
+                &self,
+                github_login: &str,
+                max_run_time: u64,
+                vcpu_quota: Option<u32>,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE tenants SET max_run_time = $2, vcpu_quota = $3, updated_at = $4 \
+                     WHERE lower(github_login) = lower($1)",
+                )
+                .bind(github_login)
+                .bind(i64::try_from(max_run_time).unwrap_or(i64::MAX))
+                .bind(vcpu_quota.map(i64::from))
+                .bind(now.as_micros())
+                .execute(self.writer())
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn queue_depth(
+                &self,
+            ) -> crate::store::Result<Vec<(builtiful_core::CpuArchitecture, u32, u64)>> {
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                    "SELECT cpu_architecture, vcpus, COUNT(*) FROM jobs \
+                     WHERE status = 'Queued' AND NOT waiting GROUP BY cpu_architecture, vcpus",
+                )
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter()
+                    .map(|(arch, vcpus, count)| {
+                        Ok((
+                            arch.parse().map_err(|e: builtiful_core::UnknownVariant| {
+                                crate::store::StoreError::Corrupt(e.to_string())
+                            })?,
+                            u32::try_from(vcpus).unwrap_or(0),
+                            u64::try_from(count).unwrap_or(0),
+                        ))
+                    })
+                    .collect()
+            }
+
+            async fn held_vcpus_by_host(&self) -> crate::store::Result<Vec<(String, u64)>> {
+                let rows: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT host, CAST(SUM(vcpus) AS BIGINT) FROM jobs \
+                     WHERE status IN ('Provisioning', 'Running') AND host IS NOT NULL GROUP BY host",
+                )
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(host, vcpus)| (host, u64::try_from(vcpus).unwrap_or(0)))
+                    .collect())
+            }
+
             async fn consume_email_verification(
                 &self,
                 jti: uuid::Uuid,
