@@ -11,7 +11,7 @@ use builtiful_core::{
     CpuArchitecture, FailureReason, JobStatus, RunnerEvent, RunnerEventKind, Timestamp,
 };
 use builtiful_server::app::AppState;
-use builtiful_server::dispatch::reconciler::{self, Pass};
+use builtiful_server::dispatch::reconciler::{self, Chores, Pass};
 use builtiful_server::store::{ClaimFilter, HeartbeatOutcome, JobInsert, Store};
 use common::{Backend, TestDb, TestServer, job, tenant};
 use uuid::Uuid;
@@ -344,7 +344,9 @@ async fn expired_leases_are_requeued_then_fail(backend: Backend) {
         assert_eq!(claimed.job.id, inserted.id);
         // The host vanished: no heartbeat for longer than the lease.
         server.clock.advance(Duration::from_secs(121));
-        let pass = reconciler::reconcile(&state(&server), false).await.unwrap();
+        let pass = reconciler::reconcile(&state(&server), Chores::default())
+            .await
+            .unwrap();
         if attempt < 3 {
             assert_eq!(
                 pass,
@@ -393,7 +395,9 @@ async fn running_jobs_without_heartbeats_are_lost(backend: Backend) {
     )
     .await;
     server.clock.advance(Duration::from_secs(121));
-    let pass = reconciler::reconcile(&state(&server), false).await.unwrap();
+    let pass = reconciler::reconcile(&state(&server), Chores::default())
+        .await
+        .unwrap();
     assert_eq!(pass.failed, 1);
     let job = store.job_by_workflow_job_id(1).await.unwrap().unwrap().job;
     assert_eq!(
@@ -448,7 +452,9 @@ async fn queue_and_run_time_limits(backend: Backend) {
     ));
     let far = Timestamp::from_secs(server.app.now().secs_since_epoch + 3600);
     store.heartbeat(running.job.id, owner, far).await.unwrap();
-    reconciler::reconcile(&state(&server), false).await.unwrap();
+    reconciler::reconcile(&state(&server), Chores::default())
+        .await
+        .unwrap();
     let job = store.job_by_workflow_job_id(1).await.unwrap().unwrap().job;
     assert_eq!(job.failure_reason, Some(FailureReason::MaxRunTimeExceeded));
     assert_eq!(job.duration, Some(60 + reconciler::RUN_TIME_GRACE_SECS + 1));
@@ -456,7 +462,9 @@ async fn queue_and_run_time_limits(backend: Backend) {
     server
         .clock
         .advance(Duration::from_secs(reconciler::QUEUE_TIMEOUT_SECS));
-    reconciler::reconcile(&state(&server), false).await.unwrap();
+    reconciler::reconcile(&state(&server), Chores::default())
+        .await
+        .unwrap();
     let job = store.job_by_workflow_job_id(2).await.unwrap().unwrap().job;
     assert_eq!(
         (job.status, job.failure_reason),

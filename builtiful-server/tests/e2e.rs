@@ -20,6 +20,7 @@ conformance!(
     cancelled_workflows_stop_their_runners,
     a_user_removed_from_an_org_loses_it,
     the_setup_url_checks_the_installation,
+    orphaned_runners_are_swept,
 );
 
 const BIN: &str = env!("CARGO_BIN_EXE_builtiful-server");
@@ -484,4 +485,68 @@ async fn the_setup_url_checks_the_installation(backend: Backend) {
     // mona-org's installation id, forged into the URL by octocat.
     let spoofed = with_cookie(setup(4_410_002)).await.unwrap();
     assert_eq!(spoofed.status(), 404);
+}
+
+async fn orphaned_runners_are_swept(backend: Backend) {
+    use builtiful_server::dispatch::reconciler::{Chores, reconcile};
+    use builtiful_server::github::RunnerScope;
+
+    let Some(server) = TestServer::start(backend).await else {
+        return;
+    };
+    let host = provisioner(&server).await;
+    let ids = queue(&server, "octo-org/app", "builtiful(ubuntu)", 2, 0).await;
+    eventually("queued", || async {
+        status_of(&server, ids[1]).await == Some(JobStatus::Queued)
+    })
+    .await;
+    let kept = host.claim_job(&claim("h", 2, None)).await.unwrap().unwrap();
+    let lost = host.claim_job(&claim("h", 2, None)).await.unwrap().unwrap();
+    // The second job's host died and the job was given up on; its registration lingers.
+    assert!(
+        server
+            .store()
+            .fail_job(
+                lost.id,
+                JobStatus::Provisioning,
+                builtiful_core::FailureReason::RunnerLost,
+                server.app.now()
+            )
+            .await
+            .unwrap()
+    );
+    let scope = RunnerScope::Repository {
+        owner: "octo-org".into(),
+        repo: "app".into(),
+    };
+    let names = || async {
+        let mut names: Vec<String> = server
+            .app
+            .github
+            .runners(4_410_001, &scope, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names().await.len(), 2);
+    let state = builtiful_server::app::AppState(server.app.clone());
+    let pass = reconcile(
+        &state,
+        Chores {
+            sweep: true,
+            ..Chores::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(pass.swept, 1);
+    assert_eq!(
+        names().await,
+        [format!("builtiful-{}", kept.id)],
+        "the live job's runner stays"
+    );
 }

@@ -25,6 +25,8 @@ pub const QUEUE_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 pub const RUN_TIME_GRACE_SECS: u64 = 5 * 60;
 /// Failed webhook deliveries are looked for this often (it costs a GitHub call).
 const REDELIVERY_EVERY_TICKS: u64 = 60;
+/// Runner registrations are swept this often (a GitHub call per recent repository).
+const SWEEP_EVERY_TICKS: u64 = 12;
 
 /// What one pass did, for logs and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +37,17 @@ pub struct Pass {
     pub failed: u64,
     /// Webhook deliveries asked for again.
     pub redelivered: u64,
+    /// Runner registrations of ours that no live job owns, deleted.
+    pub swept: u64,
+}
+
+/// Which of the occasional chores a pass does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Chores {
+    /// Ask GitHub again for deliveries it failed to make.
+    pub redeliver: bool,
+    /// Delete orphaned runner registrations.
+    pub sweep: bool,
 }
 
 /// Remembers which failed deliveries were already asked for again.
@@ -62,8 +75,11 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
                 continue;
             }
         }
-        let redeliver = tick % REDELIVERY_EVERY_TICKS == 0;
-        match reconcile(&state, redeliver).await {
+        let chores = Chores {
+            redeliver: tick % REDELIVERY_EVERY_TICKS == 0,
+            sweep: tick % SWEEP_EVERY_TICKS == 0,
+        };
+        match reconcile(&state, chores).await {
             Ok(pass) if pass != Pass::default() => tracing::info!(?pass, "reconciled"),
             Ok(_) => {}
             Err(error) => tracing::warn!(error = %error, "reconciling failed"),
@@ -72,7 +88,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 }
 
 /// One pass of the reconciler (tests call it directly).
-pub async fn reconcile(state: &AppState, redeliver: bool) -> Result<Pass> {
+pub async fn reconcile(state: &AppState, chores: Chores) -> Result<Pass> {
     let now = state.now();
     let mut pass = Pass::default();
     for lease in state.store.expired_leases(now, 100).await? {
@@ -127,10 +143,62 @@ pub async fn reconcile(state: &AppState, redeliver: bool) -> Result<Pass> {
         deregister(state, &lease).await;
         pass.failed += 1;
     }
-    if redeliver {
+    if chores.redeliver {
         pass.redelivered = redeliver_failed(state).await;
     }
+    if chores.sweep {
+        pass.swept = sweep_runners(state).await?;
+    }
     Ok(pass)
+}
+
+/// Deletes idle runner registrations named like ours (`builtiful-<job id>`) that no job in
+/// `Provisioning` or `Running` holds: left by hosts that died, by lost answers, or by jobs
+/// GitHub gave to another runner.
+async fn sweep_runners(state: &AppState) -> Result<u64> {
+    let since = Timestamp::from_secs(
+        state
+            .now()
+            .secs_since_epoch
+            .saturating_sub(QUEUE_TIMEOUT_SECS),
+    );
+    let mut swept = 0;
+    for (installation, repository) in state.store.recent_repositories(since).await? {
+        let Some(scope) = repository_scope(&repository) else {
+            continue;
+        };
+        let runners = match state.github.runners(installation, &scope, None).await {
+            Ok(runners) => runners,
+            Err(error) => {
+                tracing::warn!(error = %error, repository, "cannot list runners");
+                continue;
+            }
+        };
+        for runner in runners.into_iter().filter(|r| !r.busy) {
+            if crate::webhooks::runner_owner(&runner.name).is_none() {
+                continue; // Not one of ours.
+            }
+            let holder = state.store.job_by_runner_name(&runner.name).await?;
+            let live = holder.is_some_and(|h| {
+                matches!(h.job.status, JobStatus::Provisioning | JobStatus::Running)
+            });
+            if live {
+                continue;
+            }
+            match state
+                .github
+                .delete_runner(installation, &scope, runner.id)
+                .await
+            {
+                Ok(()) => swept += 1,
+                Err(error) if error.is_not_found() => {}
+                Err(error) => {
+                    tracing::warn!(error = %error, runner = runner.name, "cannot delete an orphaned runner")
+                }
+            }
+        }
+    }
+    Ok(swept)
 }
 
 /// Deletes the runner registered for a job that will not use it (best effort; a busy runner,

@@ -327,6 +327,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: Timestamp,
     ) -> Result<bool>;
 
+    /// The repositories (with their installation) that had jobs created after `since`: where
+    /// runner registrations of ours may linger.
+    async fn recent_repositories(&self, since: Timestamp) -> Result<Vec<(i64, String)>>;
+
     /// Queued, claimable jobs by architecture and size.
     async fn queue_depth(&self) -> Result<Vec<(CpuArchitecture, u32, u64)>>;
 

@@ -185,6 +185,24 @@ macro_rules! impl_store {
                 Ok(done.rows_affected() > 0)
             }
 
+            async fn recent_repositories(
+                &self,
+                since: builtiful_core::Timestamp,
+            ) -> crate::store::Result<Vec<(i64, String)>> {
+                // Ids are UUIDv7: the smallest id of that millisecond bounds the range on the
+                // primary key, so this reads only recent rows however large the table is.
+                let millis = u64::try_from(since.as_micros() / 1000).unwrap_or(0);
+                let boundary = uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid();
+                let rows: Vec<(i64, String)> = sqlx::query_as(
+                    "SELECT DISTINCT t.github_installation_id, j.repository FROM jobs j \
+                     JOIN tenants t ON t.id = j.tenant_id WHERE j.id >= $1",
+                )
+                .bind(boundary)
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows)
+            }
+
             async fn queue_depth(
                 &self,
             ) -> crate::store::Result<Vec<(builtiful_core::CpuArchitecture, u32, u64)>> {
