@@ -193,7 +193,7 @@ async fn sweep_runners(state: &AppState) -> Result<u64> {
                 Ok(()) => swept += 1,
                 Err(error) if error.is_not_found() => {}
                 Err(error) => {
-                    tracing::warn!(error = %error, runner = runner.name, "cannot delete an orphaned runner")
+                    tracing::warn!(error = %error, runner = runner.name, "cannot delete an orphaned runner");
                 }
             }
         }
