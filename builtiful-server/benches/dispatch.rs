@@ -92,6 +92,12 @@ fn filter(vcpus: u32, provisioner: Uuid, poller: usize) -> ClaimFilter {
     }
 }
 
+/// Milliseconds since the epoch, `ago_ms` ago. Seeded jobs must look recent: the reconciler
+/// fails jobs queued over a day ago.
+fn recent_ms(ago_ms: u64) -> u64 {
+    u64::try_from(Timestamp::now().as_micros() / 1000).unwrap() - ago_ms
+}
+
 /// Seeds `jobs` queued 2-vCPU jobs over ten tenants.
 async fn seed_queue(server: &TestServer, jobs: u64, base_ms: u64) {
     let per_tenant = jobs / 10;
@@ -283,7 +289,8 @@ async fn bench(backend: Backend, args: &Args) {
         .id;
     let name = format!("{backend:?}");
 
-    seed_queue(&server, args.jobs, 1_700_000_000_000).await;
+    // Each seeding gets its own range of ids and times, all within the last few minutes.
+    seed_queue(&server, args.jobs, recent_ms(3 * args.empty_queue.max(args.jobs))).await;
     let direct = store_claims(&server, args, provisioner).await;
     println!(
         "| {name} | claim, direct SQL | {} pollers, {} jobs | {:.0}/s | {:.2} | {:.2} |",
@@ -293,7 +300,7 @@ async fn bench(backend: Backend, args: &Args) {
         ms(direct.p50),
         ms(direct.p99)
     );
-    seed_queue(&server, args.jobs, 1_710_000_000_000).await;
+    seed_queue(&server, args.jobs, recent_ms(2 * args.empty_queue.max(args.jobs))).await;
     let http = http_claims(&server, args, token.expose()).await;
     println!(
         "| {name} | claim, HTTP + JIT mint | {} pollers, {} jobs | {:.0}/s ({:.0}% of direct) | {:.2} | {:.2} |",
