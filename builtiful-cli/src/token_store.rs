@@ -45,14 +45,26 @@ impl fmt::Display for TokenSource {
     }
 }
 
+/// Why the keyring could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyringError {
+    /// There is no keyring here (no Secret Service on a headless machine, say): the file is
+    /// the place for tokens, and reading finds nothing without a word.
+    #[error("{0}")]
+    Unavailable(String),
+    /// There is a keyring, but it failed or did not answer in time.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// A secret store that may be missing, slow or broken: the OS keyring, or a test's stand-in.
 pub trait Keyring: Send + Sync {
     /// The secret of `account`, `None` when there is none.
-    fn get(&self, account: &str) -> Result<Option<String>, String>;
+    fn get(&self, account: &str) -> Result<Option<String>, KeyringError>;
     /// Stores the secret of `account`.
-    fn set(&self, account: &str, secret: &str) -> Result<(), String>;
+    fn set(&self, account: &str, secret: &str) -> Result<(), KeyringError>;
     /// Deletes the secret of `account`; `false` when there was none.
-    fn delete(&self, account: &str) -> Result<bool, String>;
+    fn delete(&self, account: &str) -> Result<bool, KeyringError>;
 }
 
 /// The OS keyring: Keychain on macOS, Credential Manager on Windows, the Secret Service on
@@ -61,31 +73,40 @@ pub trait Keyring: Send + Sync {
 pub struct OsKeyring;
 
 impl OsKeyring {
-    fn entry(account: &str) -> Result<keyring::Entry, String> {
-        keyring::Entry::new(KEYRING_SERVICE, account).map_err(|e| e.to_string())
+    fn entry(account: &str) -> Result<keyring::Entry, KeyringError> {
+        keyring::Entry::new(KEYRING_SERVICE, account).map_err(Self::error)
+    }
+
+    fn error(error: keyring::Error) -> KeyringError {
+        match error {
+            keyring::Error::NoDefaultStore
+            | keyring::Error::PlatformFailure(_)
+            | keyring::Error::NoStorageAccess(_) => KeyringError::Unavailable(error.to_string()),
+            other => KeyringError::Failed(other.to_string()),
+        }
     }
 }
 
 impl Keyring for OsKeyring {
-    fn get(&self, account: &str) -> Result<Option<String>, String> {
+    fn get(&self, account: &str) -> Result<Option<String>, KeyringError> {
         match Self::entry(account)?.get_password() {
             Ok(secret) => Ok(Some(secret)),
             Err(keyring::Error::NoEntry) => Ok(None),
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(Self::error(error)),
         }
     }
 
-    fn set(&self, account: &str, secret: &str) -> Result<(), String> {
+    fn set(&self, account: &str, secret: &str) -> Result<(), KeyringError> {
         Self::entry(account)?
             .set_password(secret)
-            .map_err(|e| e.to_string())
+            .map_err(Self::error)
     }
 
-    fn delete(&self, account: &str) -> Result<bool, String> {
+    fn delete(&self, account: &str) -> Result<bool, KeyringError> {
         match Self::entry(account)?.delete_credential() {
             Ok(()) => Ok(true),
             Err(keyring::Error::NoEntry) => Ok(false),
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(Self::error(error)),
         }
     }
 }
@@ -96,8 +117,8 @@ impl Keyring for OsKeyring {
 fn with_timeout<T: Send + 'static>(
     keyring: &Arc<dyn Keyring>,
     timeout: Duration,
-    call: impl FnOnce(&dyn Keyring) -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    call: impl FnOnce(&dyn Keyring) -> Result<T, KeyringError> + Send + 'static,
+) -> Result<T, KeyringError> {
     let (tx, rx) = mpsc::channel();
     let keyring = Arc::clone(keyring);
     std::thread::Builder::new()
@@ -105,12 +126,12 @@ fn with_timeout<T: Send + 'static>(
         .spawn(move || {
             let _ = tx.send(call(keyring.as_ref()));
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| KeyringError::Failed(e.to_string()))?;
     rx.recv_timeout(timeout).unwrap_or_else(|_| {
-        Err(format!(
+        Err(KeyringError::Failed(format!(
             "it did not answer within {} s",
             timeout.as_secs_f32()
-        ))
+        )))
     })
 }
 
@@ -175,7 +196,9 @@ impl TokenStore {
         let account = server.to_owned();
         match with_timeout(keyring, self.timeout, move |k| k.get(&account)) {
             Ok(token) => Ok(token.map(|t| (t, TokenSource::Keyring))),
-            Err(reason) => {
+            // No keyring (headless Linux, CI) is the normal case the file covers.
+            Err(KeyringError::Unavailable(_)) => Ok(None),
+            Err(KeyringError::Failed(reason)) => {
                 writeln!(warnings, "warning: cannot read the OS keyring: {reason}")?;
                 Ok(None)
             }
@@ -191,7 +214,7 @@ impl TokenStore {
         warnings: &mut dyn Write,
     ) -> anyhow::Result<TokenSource> {
         let reason = match &self.keyring {
-            None => "it is turned off (BUILTIFUL_NO_KEYRING)".to_owned(),
+            None => "it is turned off by BUILTIFUL_NO_KEYRING".to_owned(),
             Some(keyring) => {
                 let (account, secret) = (server.to_owned(), token.to_owned());
                 match with_timeout(keyring, self.timeout, move |k| k.set(&account, &secret)) {
@@ -200,7 +223,7 @@ impl TokenStore {
                         self.remove_from_file(server)?;
                         return Ok(TokenSource::Keyring);
                     }
-                    Err(reason) => reason,
+                    Err(reason) => reason.to_string(),
                 }
             }
         };
@@ -222,7 +245,8 @@ impl TokenStore {
             let account = server.to_owned();
             match with_timeout(keyring, self.timeout, move |k| k.delete(&account)) {
                 Ok(deleted) => found |= deleted,
-                Err(reason) => {
+                Err(KeyringError::Unavailable(_)) => {}
+                Err(KeyringError::Failed(reason)) => {
                     writeln!(warnings, "warning: cannot reach the OS keyring: {reason}")?;
                 }
             }
@@ -315,11 +339,11 @@ mod tests {
     }
 
     impl Keyring for FakeKeyring {
-        fn get(&self, account: &str) -> Result<Option<String>, String> {
+        fn get(&self, account: &str) -> Result<Option<String>, KeyringError> {
             self.misbehave()?;
             Ok(self.secrets.lock().unwrap().get(account).cloned())
         }
-        fn set(&self, account: &str, secret: &str) -> Result<(), String> {
+        fn set(&self, account: &str, secret: &str) -> Result<(), KeyringError> {
             self.misbehave()?;
             self.secrets
                 .lock()
@@ -327,19 +351,19 @@ mod tests {
                 .insert(account.into(), secret.into());
             Ok(())
         }
-        fn delete(&self, account: &str) -> Result<bool, String> {
+        fn delete(&self, account: &str) -> Result<bool, KeyringError> {
             self.misbehave()?;
             Ok(self.secrets.lock().unwrap().remove(account).is_some())
         }
     }
 
     impl FakeKeyring {
-        fn misbehave(&self) -> Result<(), String> {
+        fn misbehave(&self) -> Result<(), KeyringError> {
             if self.hang {
                 std::thread::sleep(Duration::from_mins(1));
             }
             if self.broken {
-                return Err("no secret service".into());
+                return Err(KeyringError::Unavailable("no secret service".into()));
             }
             Ok(())
         }
