@@ -210,7 +210,7 @@ fn token_login_status_tenants_jobs_and_logout() {
     let other = sandbox.session("monalisa");
     let mut command = me.command(&["status"]);
     command.env("BUILTIFUL_TOKEN", &other);
-    let run = me.run_with(command, "");
+    let run = support::run_with(command, "");
     assert_ok(&run);
     assert!(
         run.stdout.contains("User    monalisa (Mona Lisa Octocat)"),

@@ -53,7 +53,7 @@ impl Sandbox {
             .spawn()
             .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         let mut line = String::new();
         let address = loop {
             assert!(Instant::now() < deadline, "the server did not start");
@@ -250,24 +250,25 @@ impl Machine {
 
     /// Runs the CLI to the end with `stdin` as its input.
     pub fn run(&self, args: &[&str], stdin: &str) -> Run {
-        self.run_with(self.command(args), stdin)
+        run_with(self.command(args), stdin)
     }
+}
 
-    pub fn run_with(&self, mut command: Command, stdin: &str) -> Run {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap().into()
-    }
+/// Runs `command` to the end with `stdin` as its input.
+pub fn run_with(mut command: Command, stdin: &str) -> Run {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap().into()
 }
 
 /// Polls `check` until it returns something, for at most `secs` seconds.
