@@ -9,9 +9,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use builtiful_core::{Cursor, Page, PageRequest, Tenant};
+use builtiful_core::{Cursor, Page, PageRequest};
 use common::{Backend, TestServer, tenant};
-use sqlx::{Connection, QueryBuilder};
+use sqlx::Connection;
 use uuid::Uuid;
 
 struct Args {
@@ -35,68 +35,6 @@ fn args() -> Args {
         }
     }
     args
-}
-
-/// UUIDv7 ids one millisecond apart, so their order is their index.
-fn id(base_ms: u64, index: u64) -> Uuid {
-    let random: [u8; 10] = rand::random();
-    uuid::Builder::from_unix_timestamp_millis(base_ms + index, &random).into_uuid()
-}
-
-const COLUMNS: &str = "INSERT INTO jobs (id, tenant_id, workflow_job_id, repository, initiator, \
-    initiator_github_id, cpu_architecture, os, label, vcpus, max_run_time, status, created_at, \
-    updated_at, workflow_job) ";
-
-macro_rules! seed_with {
-    ($conn:expr, $tenant:expr, $jobs:expr, $base_ms:expr, $json:expr) => {{
-        const BATCH: u64 = 1_000;
-        let mut tx = $conn.begin().await.unwrap();
-        let mut start = 0;
-        while start < $jobs {
-            let end = ($jobs).min(start + BATCH);
-            let mut query = QueryBuilder::new(COLUMNS);
-            query.push_values(start..end, |mut row, i| {
-                let now = i64::try_from(($base_ms + i) * 1000).unwrap();
-                row.push_bind(id($base_ms, i))
-                    .push_bind($tenant.id)
-                    .push_bind(i64::try_from(i).unwrap() + 10_000_000_000)
-                    .push_bind("octo-org/app")
-                    .push_bind("octocat")
-                    .push_bind(583_231_i64)
-                    .push_bind("Amd64")
-                    .push_bind("Ubuntu2404")
-                    .push_bind("builtiful(ubuntu,4cpu)")
-                    .push_bind(4_i64)
-                    .push_bind(21_600_i64)
-                    .push_bind("Completed")
-                    .push_bind(now)
-                    .push_bind(now)
-                    .push_bind($json(i));
-            });
-            query.build().execute(&mut *tx).await.unwrap();
-            start = end;
-        }
-        sqlx::query("UPDATE tenants SET job_count = $1 WHERE id = $2")
-            .bind(i64::try_from($jobs).unwrap())
-            .bind($tenant.id)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-    }};
-}
-
-async fn seed(url: &str, tenant: &Tenant, jobs: u64, base_ms: u64) {
-    let json = |i: u64| sqlx::types::Json(serde_json::json!({"id": i, "status": "completed"}));
-    if url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-        seed_with!(conn, tenant, jobs, base_ms, json);
-        sqlx::query("ANALYZE").execute(&mut conn).await.unwrap();
-    } else {
-        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-        seed_with!(conn, tenant, jobs, base_ms, json);
-        sqlx::query("ANALYZE").execute(&mut conn).await.unwrap();
-    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -125,9 +63,9 @@ async fn bench(backend: Backend, args: &Args) {
     };
     let octo = tenant(server.store(), "octo-org").await;
     let (_, token) = server.login("octocat", &[&octo]).await;
-    let base_ms = 1_700_000_000_000;
+    let base_ms: u64 = 1_700_000_000_000;
     let started = Instant::now();
-    seed(&server.db.url, &octo, args.jobs, base_ms).await;
+    common::bulk_insert_jobs(&server.db.url, &octo, args.jobs, 4, "Completed", base_ms).await;
     eprintln!(
         "{backend:?}: seeded {} jobs in {:.1?}",
         args.jobs,

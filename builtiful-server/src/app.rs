@@ -8,9 +8,12 @@ use url::Url;
 
 use crate::clock::Clock;
 use crate::crypto::Sealer;
+use crate::dispatch::Dispatcher;
+use crate::dispatch::reconciler::Redeliveries;
 use crate::github::GitHub;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::sandbox::github::SimulatedGitHub;
 use crate::secret::Secret;
 use crate::store::Store;
 
@@ -79,6 +82,12 @@ pub struct App {
     pub github: Arc<dyn GitHub>,
     /// The secret GitHub signs webhooks with.
     pub webhook_secret: WebhookSecret,
+    /// The simulated GitHub, when this is a sandbox server.
+    pub sandbox: Option<Arc<SimulatedGitHub>>,
+    /// Long-poll wake-ups and host bookkeeping.
+    pub dispatcher: Dispatcher,
+    /// Failed webhook deliveries already asked for again.
+    pub redeliveries: Redeliveries,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
 }

@@ -30,6 +30,9 @@ enum Command {
     ProvisionerToken(TokenCommand),
     /// Print the OpenAPI document.
     Openapi,
+    /// Drive the simulated GitHub of a sandbox server: queue jobs, act as a runner.
+    #[command(subcommand)]
+    Sandbox(sandbox::command::SandboxCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +73,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", routes::openapi_json());
             Ok(())
         }
+        Command::Sandbox(command) => sandbox::command::run(command).await,
     }
 }
 
@@ -83,7 +87,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let public = app.settings.public_url.clone();
     if args.sandbox {
         let seeded = sandbox::seed(app.store.as_ref(), app.now()).await?;
-        print_sandbox_banner(&public, &seeded);
+        print_sandbox_banner(&public, &seeded, &app.webhook_secret.0);
     }
     tracing::info!(listen = %bound, public_url = %public, backend = ?app.store.backend(), "serving");
     let shutdown = CancellationToken::new();
@@ -91,13 +95,16 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     server::serve(listener, Arc::new(app), shutdown).await
 }
 
-fn print_sandbox_banner(public: &url::Url, seeded: &sandbox::Seeded) {
+fn print_sandbox_banner(public: &url::Url, seeded: &sandbox::Seeded, webhook_secret: &str) {
     let base = public.as_str().trim_end_matches('/');
     let mut text = format!(
         "\nBuiltiful sandbox: GitHub is simulated, nothing leaves this machine.\n\
          \x20 API            {base}\n\
          \x20 API reference  {base}/docs\n\
-         \x20 Organisations  "
+         \x20 Sign in        {base}/auth/github/login?redirect_uri={base}/tenants (GitHub is simulated at {base}{mount})\n\
+         \x20 Webhook secret {webhook_secret}\n\
+         \x20 Organisations  ",
+        mount = sandbox::MOUNT_PATH
     );
     let orgs: Vec<_> = sandbox::ORGS
         .iter()

@@ -13,10 +13,13 @@ use url::Url;
 use crate::app::{App, Settings, WebhookSecret};
 use crate::clock::SystemClock;
 use crate::crypto::Sealer;
+use crate::dispatch::Dispatcher;
+use crate::dispatch::reconciler::Redeliveries;
 use crate::github::{GitHubConfig, HttpGitHub};
 use crate::mail::{Mailer, OutboxMailer, SmtpMailer};
 use crate::metrics::Metrics;
 use crate::sandbox;
+use crate::sandbox::github::{SANDBOX_APP_PRIVATE_KEY_PEM, SimulatedGitHub, SimulatorConfig};
 use crate::secret::{self, Secret};
 use crate::store::{self, Store};
 
@@ -165,7 +168,13 @@ impl ServeArgs {
             Some(smtp) => Arc::new(SmtpMailer::new(smtp, from)?),
             None => Arc::new(OutboxMailer::new(&state_dir.join("outbox"), from)?),
         };
-        let (github, webhook_secret) = self.github(&public_url)?;
+        let (github, webhook_secret, sandbox) = if self.sandbox {
+            let (simulator, github, secret) = self.simulator(&public_url)?;
+            (github, secret, Some(simulator))
+        } else {
+            let (github, secret) = self.github()?;
+            (github, secret, None)
+        };
         let store = self.database.connect().await?;
         Ok(App {
             store,
@@ -179,30 +188,31 @@ impl ServeArgs {
             secret,
             github: Arc::new(HttpGitHub::new(&github)?),
             webhook_secret: WebhookSecret(webhook_secret),
+            sandbox,
+            dispatcher: Dispatcher::default(),
+            redeliveries: Redeliveries::default(),
             metrics: Arc::new(Metrics::default()),
         })
     }
 
-    /// How to reach GitHub and the webhook secret: from the flags, or, in the sandbox, the
-    /// simulated GitHub mounted on this server with the committed sandbox App key.
-    pub fn github(&self, public_url: &Url) -> anyhow::Result<(GitHubConfig, String)> {
-        if self.sandbox {
-            let base = sandbox_github_url(public_url);
-            let api_url = base.join("api")?;
-            let config = GitHubConfig {
-                web_url: base,
-                api_url,
-                app_id: sandbox::APP_ID,
-                client_id: sandbox::CLIENT_ID.to_owned(),
-                client_secret: sandbox::CLIENT_SECRET.to_owned(),
-                private_key_pem: sandbox::APP_PRIVATE_KEY_PEM.as_bytes().to_vec(),
-            };
-            let webhook_secret = self
-                .github_webhook_secret
-                .clone()
-                .unwrap_or_else(|| hex::encode(rand::random::<[u8; 20]>()));
-            return Ok((config, webhook_secret));
-        }
+    /// The simulated GitHub of a sandbox server at `public_url`, with the configuration the
+    /// server's GitHub client needs to talk to it.
+    pub fn simulator(
+        &self,
+        public_url: &Url,
+    ) -> anyhow::Result<(Arc<SimulatedGitHub>, GitHubConfig, String)> {
+        let base = sandbox_github_url(public_url);
+        let webhook_secret = self
+            .github_webhook_secret
+            .clone()
+            .unwrap_or_else(|| hex::encode(rand::random::<[u8; 20]>()));
+        let (simulator, github) =
+            sandbox_github(base, public_url.join("webhooks/github")?, &webhook_secret)?;
+        Ok((simulator, github, webhook_secret))
+    }
+
+    /// How to reach GitHub and the webhook secret, from the flags.
+    pub fn github(&self) -> anyhow::Result<(GitHubConfig, String)> {
         let missing = || {
             anyhow::anyhow!(
                 "{}",
@@ -237,12 +247,32 @@ impl ServeArgs {
     }
 }
 
-/// Where the simulated GitHub is mounted on a sandbox server.
+/// Where the simulated GitHub is mounted on a sandbox server (with a trailing slash, so
+/// relative paths join under it).
 pub fn sandbox_github_url(public_url: &Url) -> Url {
     let mut url = public_url.clone();
-    url.set_path(sandbox::MOUNT_PATH);
+    url.set_path(&format!("{}/", sandbox::MOUNT_PATH));
     url.set_query(None);
     url
+}
+
+/// A simulated GitHub mounted at `base`, delivering webhooks to `webhook_url`, and the
+/// configuration of a GitHub client that talks to it as the sandbox App.
+pub fn sandbox_github(
+    base: Url,
+    webhook_url: Url,
+    webhook_secret: &str,
+) -> anyhow::Result<(Arc<SimulatedGitHub>, GitHubConfig)> {
+    let config = SimulatorConfig::sandbox(base.clone(), webhook_url, webhook_secret.to_owned());
+    let github = GitHubConfig {
+        api_url: base.join("api")?,
+        web_url: base,
+        app_id: config.app_id,
+        client_id: config.client_id.clone(),
+        client_secret: config.client_secret.clone(),
+        private_key_pem: SANDBOX_APP_PRIVATE_KEY_PEM.as_bytes().to_vec(),
+    };
+    Ok((SimulatedGitHub::new(config)?, github))
 }
 
 /// Where the server keeps its own files (secret, outbox): beside a SQLite database, else in

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod dispatch;
 pub mod error;
 pub mod extract;
 pub mod github;

@@ -41,6 +41,19 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    claims: Family<ClaimLabels, Counter>,
+    dispatch_latency: Histogram,
+    /// Claims undone because GitHub would not register a runner for a while.
+    pub provisioning_failures: Counter,
+}
+
+/// Labels of claim metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClaimLabels {
+    /// `Amd64` or `Arm64`.
+    pub architecture: String,
+    /// The job's vCPUs.
+    pub vcpus: u32,
 }
 
 impl Default for Metrics {
@@ -63,10 +76,33 @@ impl Default for Metrics {
             "Time to answer HTTP requests, by route",
             latency.clone(),
         );
+        let claims = Family::<ClaimLabels, Counter>::default();
+        registry.register(
+            "claims",
+            "Jobs handed to hosts, by architecture and size",
+            claims.clone(),
+        );
+        let dispatch_latency = Histogram::new([
+            0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0,
+        ]);
+        registry.register(
+            "dispatch_latency_seconds",
+            "Time from a job being queued to a host claiming it",
+            dispatch_latency.clone(),
+        );
+        let provisioning_failures = Counter::default();
+        registry.register(
+            "provisioning_failures",
+            "Claims undone because GitHub would not register a runner",
+            provisioning_failures.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
+            claims,
+            dispatch_latency,
+            provisioning_failures,
         }
     }
 }
@@ -75,6 +111,24 @@ impl Metrics {
     /// The registry, for other parts of the server to register their metrics in.
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
+    }
+
+    /// Counts a claim and how long its job waited.
+    pub fn observe_claim(
+        &self,
+        claimed: &crate::store::ClaimedJob,
+        now: builtiful_core::Timestamp,
+    ) {
+        let job = &claimed.job;
+        self.claims
+            .get_or_create(&ClaimLabels {
+                architecture: job.cpu_architecture.to_string(),
+                vcpus: job.vcpus,
+            })
+            .inc();
+        let waited = now.as_micros().saturating_sub(job.created_at.as_micros());
+        #[allow(clippy::cast_precision_loss)]
+        self.dispatch_latency.observe(waited as f64 / 1e6);
     }
 
     /// The metrics in the Prometheus (OpenMetrics) text format.

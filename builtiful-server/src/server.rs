@@ -61,7 +61,13 @@ pub fn router(state: AppState) -> Router {
     if let Some(cors) = cors(&state.settings.frontend_origins) {
         router = router.layer(cors);
     }
-    router.with_state(state)
+    let sandbox = state.sandbox.clone();
+    let router = router.with_state(state);
+    // The simulated GitHub stands apart from the API: its own routes, errors and limits.
+    match sandbox {
+        Some(simulator) => router.nest(crate::sandbox::MOUNT_PATH, simulator.router()),
+        None => router,
+    }
 }
 
 /// CORS for the configured frontends only, with credentials (the session cookie).
@@ -93,6 +99,21 @@ pub async fn serve(
     let state = AppState(app);
     let tasks = TaskTracker::new();
     tasks.spawn(purge_expired(state.clone(), shutdown.clone()));
+    if let Some(simulator) = state.sandbox.clone() {
+        tasks.spawn(simulator.run(shutdown.clone()));
+    }
+    tasks.spawn(crate::dispatch::reconciler::run(
+        state.clone(),
+        shutdown.clone(),
+    ));
+    {
+        let (store, signal, shutdown) = (
+            state.store.clone(),
+            state.dispatcher.jobs_signal(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move { store.listen_for_jobs_signal(signal, shutdown).await });
+    }
 
     let result = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())

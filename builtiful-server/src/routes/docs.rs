@@ -26,6 +26,7 @@ use crate::auth::SESSION_COOKIE;
         (name = "users", description = "The signed-in user"),
         (name = "tenants", description = "Organisations that installed the App, and their jobs"),
         (name = "webhooks", description = "Events from GitHub"),
+        (name = "provisioner", description = "Hosts claiming and running jobs"),
         (name = "system", description = "Health, readiness, metrics and this document")
     )
 )]

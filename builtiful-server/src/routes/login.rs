@@ -46,12 +46,14 @@ fn destination(settings: &Settings, uri: &str) -> Option<Destination> {
     {
         return Some(Destination::Frontend);
     }
-    let own = url.origin() == settings.public_url.origin();
-    if own && url.path() == "/auth/github/setup" {
-        return Some(Destination::Frontend);
-    }
-    if own && url.path() == "/auth/cli/code" {
-        return Some(Destination::Cli);
+    // This server's own pages: the CLI's code page, or anything else (the setup URL, the
+    // API itself in a browser); none of them can lead a person off-site.
+    if url.origin() == settings.public_url.origin() {
+        return Some(if url.path() == "/auth/cli/code" {
+            Destination::Cli
+        } else {
+            Destination::Frontend
+        });
     }
     let loopback = url.scheme() == "http"
         && matches!(url.host_str(), Some("127.0.0.1" | "localhost"))
@@ -446,13 +448,16 @@ mod tests {
             destination(&s, "https://api.builtiful.test/auth/cli/code"),
             Some(Destination::Cli)
         );
+        assert_eq!(
+            destination(&s, "https://api.builtiful.test/tenants"),
+            Some(Destination::Frontend)
+        );
         for refused in [
             "https://evil.example/",
             "http://127.0.0.1/no-port",
             "https://127.0.0.1:4711/",
             "http://127.0.0.1.evil.example:4711/",
             "http://user@127.0.0.1:4711/",
-            "https://api.builtiful.test/me",
             "//evil.example",
             "not a url",
         ] {

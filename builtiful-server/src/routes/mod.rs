@@ -4,6 +4,7 @@ mod auth;
 mod docs;
 mod email;
 mod login;
+mod provisioner;
 mod system;
 mod tenants;
 mod users;
@@ -32,6 +33,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(login::token))
         .routes(routes!(login::cli_code))
         .routes(routes!(login::setup))
+        .routes(routes!(provisioner::claim))
+        .routes(routes!(provisioner::heartbeat))
+        .routes(routes!(provisioner::events))
         .routes(routes!(users::me))
         .routes(routes!(tenants::list_tenants))
         .routes(routes!(tenants::list_jobs))

@@ -1,25 +1,19 @@
 //! The sandbox: a simulated GitHub so the whole system runs on one machine without
 //! credentials. This module seeds the organisations, users and provisioner token that
-//! DESIGN.md promises.
+//! DESIGN.md promises; [`github`] is the simulated GitHub itself.
+
+pub mod command;
+pub mod github;
+mod queue;
+mod runner;
 
 use builtiful_core::{Tenant, Timestamp, User};
 
 use crate::auth::{PROVISIONER_PREFIX, Token};
 use crate::store::{Installation, Result, Store, UserProfile};
 
-/// Where the simulated GitHub is mounted on the server (ends with a slash, so paths join).
-pub const MOUNT_PATH: &str = "/sandbox/github/";
-/// The simulated App's id.
-pub const APP_ID: u64 = 1;
-/// The simulated App's OAuth client id.
-pub const CLIENT_ID: &str = "Iv1.sandbox";
-/// The simulated App's OAuth client secret: the sandbox is local and its GitHub is fake, so a
-/// fixed value keeps the server and the simulator in step without configuration.
-pub const CLIENT_SECRET: &str = "sandbox-client-secret";
-/// The simulated App's private key (see `keys/README.md`).
-pub const APP_PRIVATE_KEY_PEM: &str = include_str!("keys/app-private-key.pem");
-/// The public half, with which the simulated GitHub checks the App's JWTs.
-pub const APP_PUBLIC_KEY_PEM: &str = include_str!("keys/app-public-key.pem");
+/// Where the simulated GitHub is mounted on a sandbox server.
+pub const MOUNT_PATH: &str = "/sandbox/github";
 
 /// The name of the provisioner token the sandbox creates at every start.
 pub const PROVISIONER_TOKEN_NAME: &str = "sandbox";

@@ -186,6 +186,56 @@ pub struct JobChange {
     pub workflow_job: serde_json::Value,
 }
 
+/// What a provisioner offers when it asks for work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimFilter {
+    /// The host's architecture.
+    pub architecture: CpuArchitecture,
+    /// The host's free vCPUs.
+    pub available_vcpus: u32,
+    /// The host's name.
+    pub host: String,
+    /// The provisioner token it authenticated with.
+    pub provisioner_id: Uuid,
+    /// Until when the claimed job is leased.
+    pub lease_expires_at: Timestamp,
+}
+
+/// A job just moved to `Provisioning` for a host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedJob {
+    /// The job.
+    pub job: Job,
+    /// Its tenant's App installation.
+    pub github_installation_id: i64,
+    /// The name its runner registers under.
+    pub runner_name: String,
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatOutcome {
+    /// The lease is renewed; keep going.
+    Renewed,
+    /// The job ended (cancelled, completed or failed): stop its runner.
+    Ended,
+    /// The job is not held by this provisioner.
+    NotHeld,
+}
+
+/// A job whose lease ran out, as the reconciler sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpiredLease {
+    /// The job.
+    pub job: Job,
+    /// Its tenant's App installation.
+    pub github_installation_id: i64,
+    /// How many times it was handed to a host.
+    pub attempts: u32,
+    /// The runner registered for it, if any.
+    pub runner_id: Option<i64>,
+}
+
 /// A login in progress: kept server-side between the redirect to GitHub and its callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthState {
@@ -328,6 +378,80 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         change: &JobChange,
         now: Timestamp,
     ) -> Result<bool>;
+
+    /// Records that a host asked for work, and what it offered.
+    async fn record_host(&self, filter: &ClaimFilter, now: Timestamp) -> Result<()>;
+
+    /// Atomically moves at most one fitting `Queued` job to `Provisioning` for the host:
+    /// among tenants with a fitting job, the one with the fewest vCPUs held now (within its
+    /// quota), and its oldest fitting job.
+    async fn claim_job(&self, filter: &ClaimFilter, now: Timestamp) -> Result<Option<ClaimedJob>>;
+
+    /// Records the runner registered for a claimed job.
+    async fn set_runner(&self, id: Uuid, runner_id: i64) -> Result<()>;
+
+    /// Undoes a claim that could not be provisioned: back to `Queued` (a transient failure,
+    /// not counted as an attempt), or `Failed` with `failure`.
+    async fn release_claim(
+        &self,
+        id: Uuid,
+        failure: Option<FailureReason>,
+        now: Timestamp,
+    ) -> Result<bool>;
+
+    /// Renews the lease of a job the provisioner holds.
+    async fn heartbeat(
+        &self,
+        id: Uuid,
+        provisioner_id: Uuid,
+        lease_expires_at: Timestamp,
+    ) -> Result<HeartbeatOutcome>;
+
+    /// Records what the host says about a job's runner; `false` if the job is not its.
+    async fn record_runner_event(
+        &self,
+        id: Uuid,
+        provisioner_id: Uuid,
+        event: &builtiful_core::RunnerEvent,
+        now: Timestamp,
+    ) -> Result<bool>;
+
+    /// Jobs in `Provisioning` or `Running` whose lease ended before `now`.
+    async fn expired_leases(&self, now: Timestamp, limit: u32) -> Result<Vec<ExpiredLease>>;
+
+    /// Ends a job the reconciler gave up on, if it is still in `expected`.
+    async fn fail_job(
+        &self,
+        id: Uuid,
+        expected: JobStatus,
+        reason: FailureReason,
+        now: Timestamp,
+    ) -> Result<bool>;
+
+    /// Offers a job whose provisioning timed out again, if it is still `Provisioning`.
+    async fn requeue_job(&self, id: Uuid, now: Timestamp) -> Result<bool>;
+
+    /// Fails `Queued` jobs created before `before` with `QueueTimeout`; returns how many.
+    async fn expire_queue(&self, before: Timestamp, now: Timestamp) -> Result<u64>;
+
+    /// Fails `Running` jobs that started more than their `max_run_time` plus `grace_secs` ago
+    /// with `MaxRunTimeExceeded`; returns them.
+    async fn expire_run_time(&self, grace_secs: u64, now: Timestamp) -> Result<Vec<ExpiredLease>>;
+
+    /// Whether this server leads the reconciler now (PostgreSQL: holds the advisory lock;
+    /// SQLite: always, being the only server).
+    async fn try_lead(&self) -> Result<bool>;
+
+    /// Tells every server sharing this database that claimable jobs appeared (PostgreSQL
+    /// `NOTIFY`; nothing to do for SQLite, whose only server is this process).
+    async fn publish_jobs_signal(&self) -> Result<()>;
+
+    /// Wakes `notify` whenever another server publishes the jobs signal, until `shutdown`.
+    async fn listen_for_jobs_signal(
+        &self,
+        notify: std::sync::Arc<tokio::sync::Notify>,
+        shutdown: tokio_util::sync::CancellationToken,
+    );
 
     /// A user by GitHub id.
     async fn user_by_github_id(&self, github_id: i64) -> Result<Option<User>>;

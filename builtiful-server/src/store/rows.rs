@@ -183,6 +183,62 @@ impl TryFrom<JobRecordRow> for super::JobRecord {
     }
 }
 
+/// The columns of `jobs` that make a job under dispatch.
+macro_rules! dispatch_columns {
+    () => {
+        concat!(
+            crate::store::rows::job_columns!(),
+            ", attempts, runner_id, runner_name"
+        )
+    };
+}
+pub(super) use dispatch_columns;
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct DispatchRow {
+    // Fields read by the backends' claim code.
+    #[sqlx(flatten)]
+    pub(super) job: JobRow,
+    pub(super) attempts: i64,
+    pub(super) runner_id: Option<i64>,
+    pub(super) runner_name: Option<String>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct ExpiredRow {
+    #[sqlx(flatten)]
+    dispatch: DispatchRow,
+    github_installation_id: i64,
+}
+
+impl TryFrom<ExpiredRow> for super::ExpiredLease {
+    type Error = StoreError;
+
+    fn try_from(row: ExpiredRow) -> Result<Self> {
+        Ok(Self {
+            job: row.dispatch.job.try_into()?,
+            github_installation_id: row.github_installation_id,
+            attempts: unsigned(row.dispatch.attempts, "attempts")?,
+            runner_id: row.dispatch.runner_id,
+        })
+    }
+}
+
+impl DispatchRow {
+    /// The claimed job, with its tenant's installation.
+    pub(super) fn into_claimed(self, github_installation_id: i64) -> Result<super::ClaimedJob> {
+        let job: Job = self.job.try_into()?;
+        let runner_name = self
+            .runner_name
+            .ok_or_else(|| corrupt(format!("claimed job {} has no runner name", job.id)))?;
+        Ok(super::ClaimedJob {
+            job,
+            github_installation_id,
+            runner_name,
+        })
+    }
+}
+
 /// Converts fetched job rows, failing on the first that does not read.
 pub(super) fn jobs(rows: Vec<JobRow>) -> Result<Vec<Job>> {
     rows.into_iter().map(Job::try_from).collect()

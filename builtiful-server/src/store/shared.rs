@@ -427,8 +427,10 @@ macro_rules! impl_store {
                 // The job that ran takes over the owner's host, lease and runner…
                 sqlx::query(
                     "UPDATE jobs SET (host, provisioner_token_id, lease_expires_at, runner_name, runner_id, \
-                     provisioner_picked_up_at) = (SELECT host, provisioner_token_id, lease_expires_at, \
-                     runner_name, runner_id, provisioner_picked_up_at FROM jobs WHERE id = $2) WHERE id = $1",
+                     provisioner_picked_up_at, claimed_as, runner_started_at) = (SELECT host, \
+                     provisioner_token_id, lease_expires_at, runner_name, runner_id, \
+                     provisioner_picked_up_at, claimed_as, runner_started_at FROM jobs WHERE id = $2) \
+                     WHERE id = $1",
                 )
                 .bind(id)
                 .bind(owner)
@@ -437,8 +439,8 @@ macro_rules! impl_store {
                 // …and the owner, still waiting for a runner that is gone, is offered again.
                 sqlx::query(
                     "UPDATE jobs SET status = 'Queued', host = NULL, provisioner_token_id = NULL, \
-                     lease_expires_at = NULL, runner_name = NULL, runner_id = NULL, \
-                     provisioner_picked_up_at = NULL, updated_at = $2 \
+                     lease_expires_at = NULL, runner_name = NULL, runner_id = NULL, claimed_as = NULL, \
+                     provisioner_picked_up_at = NULL, runner_started_at = NULL, updated_at = $2 \
                      WHERE id = $1 AND status = 'Provisioning'",
                 )
                 .bind(owner)
@@ -447,6 +449,264 @@ macro_rules! impl_store {
                 .await?;
                 tx.commit().await?;
                 Ok(true)
+            }
+
+            async fn record_host(
+                &self,
+                filter: &crate::store::ClaimFilter,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<()> {
+                sqlx::query(
+                    "INSERT INTO hosts (name, provisioner_token_id, cpu_architecture, offered_vcpus, last_seen_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO UPDATE SET \
+                     provisioner_token_id = excluded.provisioner_token_id, \
+                     cpu_architecture = excluded.cpu_architecture, \
+                     offered_vcpus = excluded.offered_vcpus, last_seen_at = excluded.last_seen_at",
+                )
+                .bind(&filter.host)
+                .bind(filter.provisioner_id)
+                .bind(filter.architecture.as_str())
+                .bind(i64::from(filter.available_vcpus))
+                .bind(now.as_micros())
+                .execute(self.writer())
+                .await?;
+                Ok(())
+            }
+
+            async fn try_lead(&self) -> crate::store::Result<bool> {
+                self.lead().await
+            }
+
+            async fn publish_jobs_signal(&self) -> crate::store::Result<()> {
+                self.publish_signal().await
+            }
+
+            async fn listen_for_jobs_signal(
+                &self,
+                notify: std::sync::Arc<tokio::sync::Notify>,
+                shutdown: tokio_util::sync::CancellationToken,
+            ) {
+                self.listen(notify, shutdown).await;
+            }
+
+            async fn claim_job(
+                &self,
+                filter: &crate::store::ClaimFilter,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<Option<crate::store::ClaimedJob>> {
+                self.claim(filter, now).await
+            }
+
+            async fn set_runner(&self, id: uuid::Uuid, runner_id: i64) -> crate::store::Result<()> {
+                sqlx::query("UPDATE jobs SET runner_id = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(runner_id)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn release_claim(
+                &self,
+                id: uuid::Uuid,
+                failure: Option<builtiful_core::FailureReason>,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<bool> {
+                let query = match failure {
+                    None => sqlx::query(
+                        "UPDATE jobs SET status = 'Queued', attempts = attempts - 1, host = NULL, \
+                         provisioner_token_id = NULL, lease_expires_at = NULL, runner_name = NULL, \
+                         runner_id = NULL, claimed_as = NULL, provisioner_picked_up_at = NULL, \
+                         updated_at = $2 WHERE id = $1 AND status = 'Provisioning'",
+                    )
+                    .bind(id)
+                    .bind(now.as_micros()),
+                    Some(reason) => sqlx::query(
+                        "UPDATE jobs SET status = 'Failed', failure_reason = $3, completed_at = $2, \
+                         duration = 0, billable_duration = 0, lease_expires_at = NULL, updated_at = $2 \
+                         WHERE id = $1 AND status = 'Provisioning'",
+                    )
+                    .bind(id)
+                    .bind(now.as_micros())
+                    .bind(reason.as_str()),
+                };
+                Ok(query.execute(self.writer()).await?.rows_affected() == 1)
+            }
+
+            async fn heartbeat(
+                &self,
+                id: uuid::Uuid,
+                provisioner_id: uuid::Uuid,
+                lease_expires_at: builtiful_core::Timestamp,
+            ) -> crate::store::Result<crate::store::HeartbeatOutcome> {
+                // The host speaks of the job it was given; the job its runner runs may be
+                // another one (GitHub's routing), which then carries `claimed_as`.
+                let held: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+                    "SELECT id, status FROM jobs WHERE (id = $1 OR claimed_as = $1) \
+                     AND provisioner_token_id = $2",
+                )
+                .bind(id)
+                .bind(provisioner_id)
+                .fetch_all(self.reader())
+                .await?;
+                if held.is_empty() {
+                    return Ok(crate::store::HeartbeatOutcome::NotHeld);
+                }
+                let live = held
+                    .iter()
+                    .any(|(_, status)| matches!(status.as_str(), "Provisioning" | "Running"));
+                if !live {
+                    return Ok(crate::store::HeartbeatOutcome::Ended);
+                }
+                sqlx::query(
+                    "UPDATE jobs SET lease_expires_at = $3 WHERE (id = $1 OR claimed_as = $1) \
+                     AND provisioner_token_id = $2 AND status IN ('Provisioning', 'Running')",
+                )
+                .bind(id)
+                .bind(provisioner_id)
+                .bind(lease_expires_at.as_micros())
+                .execute(self.writer())
+                .await?;
+                Ok(crate::store::HeartbeatOutcome::Renewed)
+            }
+
+            async fn record_runner_event(
+                &self,
+                id: uuid::Uuid,
+                provisioner_id: uuid::Uuid,
+                event: &builtiful_core::RunnerEvent,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<bool> {
+                let query = match event.event {
+                    builtiful_core::RunnerEventKind::RunnerStarted => sqlx::query(
+                        "UPDATE jobs SET runner_started_at = $3, updated_at = $3 \
+                         WHERE (id = $1 OR claimed_as = $1) AND provisioner_token_id = $2",
+                    )
+                    .bind(id)
+                    .bind(provisioner_id)
+                    .bind(now.as_micros()),
+                    builtiful_core::RunnerEventKind::RunnerExited => sqlx::query(
+                        "UPDATE jobs SET runner_exited_at = $3, runner_exit_code = $4, \
+                         runner_message = $5, updated_at = $3 \
+                         WHERE (id = $1 OR claimed_as = $1) AND provisioner_token_id = $2",
+                    )
+                    .bind(id)
+                    .bind(provisioner_id)
+                    .bind(now.as_micros())
+                    .bind(event.exit_code.map(i64::from))
+                    .bind(event.message.as_deref().map(|m| m.chars().take(1000).collect::<String>())),
+                };
+                Ok(query.execute(self.writer()).await?.rows_affected() > 0)
+            }
+
+            async fn expired_leases(
+                &self,
+                now: builtiful_core::Timestamp,
+                limit: u32,
+            ) -> crate::store::Result<Vec<crate::store::ExpiredLease>> {
+                let rows: Vec<crate::store::rows::ExpiredRow> = sqlx::query_as(concat!(
+                    "SELECT ", crate::store::rows::dispatch_columns!(),
+                    ", (SELECT github_installation_id FROM tenants WHERE tenants.id = jobs.tenant_id) ",
+                    "AS github_installation_id FROM jobs WHERE lease_expires_at < $1 ",
+                    "AND status IN ('Provisioning', 'Running') ORDER BY lease_expires_at LIMIT $2"
+                ))
+                .bind(now.as_micros())
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn fail_job(
+                &self,
+                id: uuid::Uuid,
+                expected: builtiful_core::JobStatus,
+                reason: builtiful_core::FailureReason,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE jobs SET status = 'Failed', failure_reason = $4, completed_at = $3, \
+                     duration = CASE WHEN started_at IS NULL THEN 0 ELSE ($3 - started_at) / 1000000 END, \
+                     billable_duration = CASE WHEN started_at IS NULL THEN 0 \
+                         ELSE (($3 - started_at) / 1000000 + 59) / 60 * 60 END, \
+                     lease_expires_at = NULL, updated_at = $3 WHERE id = $1 AND status = $2",
+                )
+                .bind(id)
+                .bind(expected.as_str())
+                .bind(now.as_micros())
+                .bind(reason.as_str())
+                .execute(self.writer())
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn requeue_job(
+                &self,
+                id: uuid::Uuid,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE jobs SET status = 'Queued', host = NULL, provisioner_token_id = NULL, \
+                     lease_expires_at = NULL, runner_name = NULL, runner_id = NULL, claimed_as = NULL, \
+                     provisioner_picked_up_at = NULL, runner_started_at = NULL, updated_at = $2 \
+                     WHERE id = $1 AND status = 'Provisioning'",
+                )
+                .bind(id)
+                .bind(now.as_micros())
+                .execute(self.writer())
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn expire_queue(
+                &self,
+                before: builtiful_core::Timestamp,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<u64> {
+                let done = sqlx::query(
+                    "UPDATE jobs SET status = 'Failed', failure_reason = 'QueueTimeout', \
+                     completed_at = $2, duration = 0, billable_duration = 0, updated_at = $2 \
+                     WHERE status = 'Queued' AND created_at < $1",
+                )
+                .bind(before.as_micros())
+                .bind(now.as_micros())
+                .execute(self.writer())
+                .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn expire_run_time(
+                &self,
+                grace_secs: u64,
+                now: builtiful_core::Timestamp,
+            ) -> crate::store::Result<Vec<crate::store::ExpiredLease>> {
+                let grace = i64::try_from(grace_secs).unwrap_or(i64::MAX / 2_000_000);
+                let rows: Vec<crate::store::rows::ExpiredRow> = sqlx::query_as(concat!(
+                    "SELECT ", crate::store::rows::dispatch_columns!(),
+                    ", (SELECT github_installation_id FROM tenants WHERE tenants.id = jobs.tenant_id) ",
+                    "AS github_installation_id FROM jobs WHERE status = 'Running' ",
+                    "AND started_at + (max_run_time + $2) * 1000000 < $1"
+                ))
+                .bind(now.as_micros())
+                .bind(grace)
+                .fetch_all(self.reader())
+                .await?;
+                let mut expired = Vec::new();
+                for row in rows {
+                    let lease: crate::store::ExpiredLease = row.try_into()?;
+                    if crate::store::Store::fail_job(
+                            self,
+                            lease.job.id,
+                            builtiful_core::JobStatus::Running,
+                            builtiful_core::FailureReason::MaxRunTimeExceeded,
+                            now,
+                        )
+                        .await?
+                    {
+                        expired.push(lease);
+                    }
+                }
+                Ok(expired)
             }
 
             async fn user_by_github_id(
@@ -764,3 +1024,37 @@ macro_rules! apply_change {
 }
 
 pub(super) use apply_change;
+
+/// The name of the runner registered for a job (the webhooks' `runner_name` leads back to it).
+pub(super) fn runner_name(job_id: uuid::Uuid) -> String {
+    format!("{}{job_id}", crate::webhooks::RUNNER_PREFIX)
+}
+
+/// The oldest claimable job of the tenant that holds the fewest vCPUs now, among tenants with
+/// a job that fits the host (and their quota). `$1` architecture, `$2` free vCPUs. Served by
+/// `jobs_queued` (per tenant, in id order) and `jobs_active` (the few jobs holding capacity),
+/// so its cost follows the number of tenants, not the length of the queue.
+pub(super) const PICK_JOB: &str = "\
+    SELECT job_id FROM ( \
+        SELECT t.id AS tenant_id, COALESCE(a.used, 0) AS used, \
+            (SELECT j.id FROM jobs j WHERE j.tenant_id = t.id AND j.status = 'Queued' \
+                AND NOT j.waiting AND j.cpu_architecture = $1 AND j.vcpus <= $2 \
+                AND (t.vcpu_quota IS NULL OR COALESCE(a.used, 0) + j.vcpus <= t.vcpu_quota) \
+             ORDER BY j.id LIMIT 1) AS job_id \
+        FROM tenants t \
+        LEFT JOIN (SELECT tenant_id, SUM(vcpus) AS used FROM jobs \
+                   WHERE status IN ('Provisioning', 'Running') GROUP BY tenant_id) a \
+            ON a.tenant_id = t.id \
+        WHERE t.uninstalled_at IS NULL AND NOT t.github_installation_suspended \
+    ) candidates \
+    WHERE job_id IS NOT NULL ORDER BY used, job_id LIMIT 1";
+
+/// Moves job `$1` from `Queued` to `Provisioning` for a host.
+pub(super) const TAKE_JOB: &str = concat!(
+    "UPDATE jobs SET status = 'Provisioning', host = $2, provisioner_token_id = $3, ",
+    "lease_expires_at = $4, provisioner_picked_up_at = $5, updated_at = $5, ",
+    "attempts = attempts + 1, runner_name = $6, claimed_as = $1, runner_id = NULL, runner_started_at = NULL, ",
+    "runner_exited_at = NULL, runner_exit_code = NULL, runner_message = NULL ",
+    "WHERE id = $1 AND status = 'Queued' RETURNING ",
+    crate::store::rows::dispatch_columns!()
+);

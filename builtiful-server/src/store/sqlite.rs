@@ -10,8 +10,16 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
-use super::shared::impl_store;
-use super::{Backend, Result, StoreError};
+use std::sync::Arc;
+
+use builtiful_core::Timestamp;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::rows::DispatchRow;
+use super::shared::{PICK_JOB, TAKE_JOB, impl_store, runner_name};
+use super::{Backend, ClaimFilter, ClaimedJob, Result, StoreError};
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -61,6 +69,63 @@ impl SqliteStore {
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
+
+    /// Claims under the single writer. The pick runs first on a reader, so a poll that finds
+    /// nothing never waits for the write lock; a pick that finds a job is repeated inside
+    /// `BEGIN IMMEDIATE`, where nothing can change under it.
+    async fn claim(&self, filter: &ClaimFilter, now: Timestamp) -> Result<Option<ClaimedJob>> {
+        let arch = filter.architecture.as_str();
+        let vcpus = i64::from(filter.available_vcpus);
+        let candidate: Option<Uuid> = sqlx::query_scalar(PICK_JOB)
+            .bind(arch)
+            .bind(vcpus)
+            .fetch_optional(&self.reader)
+            .await?;
+        if candidate.is_none() {
+            return Ok(None);
+        }
+        let mut tx = self.begin_write().await?;
+        let Some(id) = sqlx::query_scalar::<_, Uuid>(PICK_JOB)
+            .bind(arch)
+            .bind(vcpus)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let row: DispatchRow = sqlx::query_as(TAKE_JOB)
+            .bind(id)
+            .bind(&filter.host)
+            .bind(filter.provisioner_id)
+            .bind(filter.lease_expires_at.as_micros())
+            .bind(now.as_micros())
+            .bind(runner_name(id))
+            .fetch_one(&mut *tx)
+            .await?;
+        let installation: i64 = sqlx::query_scalar(
+            "SELECT github_installation_id FROM tenants WHERE id = (SELECT tenant_id FROM jobs WHERE id = $1)",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.into_claimed(installation).map(Some)
+    }
+
+    /// One process is the whole server: it always leads.
+    #[allow(clippy::unused_async)]
+    async fn lead(&self) -> Result<bool> {
+        Ok(true)
+    }
+
+    /// One process is the whole server: the in-process signal is all there is.
+    #[allow(clippy::unused_async)]
+    async fn publish_signal(&self) -> Result<()> {
+        Ok(())
+    }
+
+    #[allow(clippy::unused_async)]
+    async fn listen(&self, _notify: Arc<Notify>, _shutdown: CancellationToken) {}
 
     async fn close_pools(&self) {
         self.reader.close().await;

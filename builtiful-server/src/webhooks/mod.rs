@@ -146,6 +146,10 @@ async fn apply(state: &AppState, event: &str, body: &[u8]) -> ApiResult<&'static
                 };
             let raw: serde_json::Value = parse(body)?;
             workflow_job::apply(state, &tenant, &event, raw["workflow_job"].clone()).await?;
+            if matches!(event.action.as_str(), "queued" | "completed") {
+                // A job became claimable, or one released its capacity and quota.
+                crate::dispatch::signal_jobs(state).await;
+            }
             Ok("workflow job applied")
         }
         _ => Ok("ignored"),

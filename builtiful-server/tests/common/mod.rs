@@ -11,10 +11,14 @@ use builtiful_server::app::{App, Settings, WebhookSecret};
 use builtiful_server::auth::start_session;
 use builtiful_server::clock::ShiftedClock;
 use builtiful_server::crypto::Sealer;
+use builtiful_server::dispatch::Dispatcher;
+use builtiful_server::dispatch::reconciler::Redeliveries;
 use builtiful_server::github::{GitHubConfig, HttpGitHub};
 use builtiful_server::mail::OutboxMailer;
 use builtiful_server::metrics::Metrics;
-use builtiful_server::sandbox;
+use builtiful_server::sandbox::github::{
+    SANDBOX_APP_PRIVATE_KEY_PEM, SimulatedGitHub, SimulatorConfig,
+};
 use builtiful_server::store::{self, Installation, JobInsert, Store, UserProfile};
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -166,15 +170,24 @@ impl TestServer {
         let clock = Arc::new(ShiftedClock::default());
         let secret = builtiful_server::config::random_secret();
         let public_url = Url::parse(options.public_url.unwrap_or(&base)).unwrap();
-        let github_base = builtiful_server::config::sandbox_github_url(&Url::parse(&base).unwrap());
+        // GitHub is the simulated one, mounted on the server as in `serve --sandbox`, on the
+        // test's clock so that tests can move time for both.
+        let base_url = Url::parse(&base).unwrap();
+        let github_base = builtiful_server::config::sandbox_github_url(&base_url);
+        let config = SimulatorConfig::sandbox(
+            github_base.clone(),
+            base_url.join("webhooks/github").unwrap(),
+            WEBHOOK_SECRET.into(),
+        );
         let github = GitHubConfig {
             api_url: github_base.join("api").unwrap(),
             web_url: github_base,
-            app_id: sandbox::APP_ID,
-            client_id: sandbox::CLIENT_ID.into(),
-            client_secret: sandbox::CLIENT_SECRET.into(),
-            private_key_pem: sandbox::APP_PRIVATE_KEY_PEM.as_bytes().to_vec(),
+            app_id: config.app_id,
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+            private_key_pem: SANDBOX_APP_PRIVATE_KEY_PEM.as_bytes().to_vec(),
         };
+        let simulator = SimulatedGitHub::with_clock(config, clock.clone()).unwrap();
         let app = Arc::new(App {
             store,
             settings: Settings {
@@ -197,6 +210,9 @@ impl TestServer {
             secret,
             github: Arc::new(HttpGitHub::new(&github).unwrap()),
             webhook_secret: WebhookSecret(WEBHOOK_SECRET.into()),
+            sandbox: Some(simulator),
+            dispatcher: Dispatcher::default(),
+            redeliveries: Redeliveries::default(),
             metrics: Arc::new(Metrics::default()),
         });
         let shutdown = CancellationToken::new();
@@ -400,5 +416,77 @@ pub async fn execute(url: &str, sql: &str) {
     } else {
         let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
         sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+}
+
+/// UUIDv7 ids one millisecond apart from `base_ms`, so their order is their index.
+pub fn sequential_id(base_ms: u64, index: u64) -> Uuid {
+    let random: [u8; 10] = rand::random();
+    uuid::Builder::from_unix_timestamp_millis(base_ms + index, &random).into_uuid()
+}
+
+const BULK_COLUMNS: &str = "INSERT INTO jobs (id, tenant_id, workflow_job_id, repository, initiator, \
+    initiator_github_id, cpu_architecture, os, label, vcpus, max_run_time, status, created_at, \
+    updated_at, workflow_job) ";
+
+macro_rules! bulk_insert_with {
+    ($conn:expr, $tenant:expr, $count:expr, $vcpus:expr, $status:expr, $base_ms:expr) => {{
+        const BATCH: u64 = 1_000;
+        let mut tx = sqlx::Connection::begin(&mut $conn).await.unwrap();
+        let mut start = 0;
+        while start < $count {
+            let end = ($count).min(start + BATCH);
+            let mut query = sqlx::QueryBuilder::new(BULK_COLUMNS);
+            query.push_values(start..end, |mut row, i| {
+                let at = i64::try_from(($base_ms + i) * 1000).unwrap();
+                let workflow_job_id = i64::try_from($base_ms + i).unwrap();
+                row.push_bind(sequential_id($base_ms, i))
+                    .push_bind($tenant.id)
+                    .push_bind(workflow_job_id)
+                    .push_bind(format!("{}/app", $tenant.github_login))
+                    .push_bind("octocat")
+                    .push_bind(583_231_i64)
+                    .push_bind("Amd64")
+                    .push_bind("Ubuntu2404")
+                    .push_bind(format!("builtiful(ubuntu,{}cpu)", $vcpus))
+                    .push_bind(i64::from($vcpus))
+                    .push_bind(21_600_i64)
+                    .push_bind($status)
+                    .push_bind(at)
+                    .push_bind(at)
+                    .push_bind(sqlx::types::Json(serde_json::json!({"id": workflow_job_id})));
+            });
+            query.build().execute(&mut *tx).await.unwrap();
+            start = end;
+        }
+        sqlx::query("UPDATE tenants SET job_count = job_count + $1 WHERE id = $2")
+            .bind(i64::try_from($count).unwrap())
+            .bind($tenant.id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        sqlx::query("ANALYZE").execute(&mut $conn).await.unwrap();
+    }};
+}
+
+/// Inserts `count` jobs of one size and status for `tenant` in bulk (benchmarks seed
+/// millions of rows; one insert each would take minutes). Their ids and creation times are
+/// one millisecond apart from `base_ms` (and their workflow job ids are `base_ms + index`).
+pub async fn bulk_insert_jobs(
+    url: &str,
+    tenant: &Tenant,
+    count: u64,
+    vcpus: u32,
+    status: &str,
+    base_ms: u64,
+) {
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        bulk_insert_with!(conn, tenant, count, vcpus, status, base_ms);
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        bulk_insert_with!(conn, tenant, count, vcpus, status, base_ms);
     }
 }
