@@ -445,3 +445,143 @@ fn no_browser_login_reads_the_code_the_server_shows() {
     let run = me.run(&["login", "--no-browser"], "");
     assert_eq!(run.code, 2, "{run:#?}");
 }
+
+/// The whole way through the simulated GitHub: the `BROWSER` follows the server's redirect to
+/// GitHub's authorize page, approves as a seeded user, and follows the redirects back to the
+/// CLI's loopback listener; jobs come from workflow runs the simulator queues and delivers as
+/// signed webhooks.
+#[test]
+fn login_through_the_simulated_github_then_jobs_from_webhooks() {
+    let sandbox = Sandbox::start();
+    let me = Machine::new(&sandbox.base);
+    let page = me.config_dir().join("page.html");
+    let browser = me.config_dir().join("browser.sh");
+    std::fs::write(
+        &browser,
+        format!(
+            "#!/bin/sh\nloc=$(curl -s -o /dev/null -w '%{{redirect_url}}' \"$1\")\ncurl -sL \"$loc&login=octocat\" > '{}'\n",
+            page.display()
+        ),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut command = me.command(&["login"]);
+    command.env("BROWSER", &browser);
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(60, || child.try_wait().unwrap());
+    let run: Run = child.wait_with_output().unwrap().into();
+    assert_ok(&run);
+    assert!(
+        run.stderr.contains(&format!(
+            "Logged in to {} as octocat (The Octocat)",
+            sandbox.base
+        )),
+        "{run:#?}"
+    );
+    let shown = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        shown.contains("You may close this page and return to the terminal"),
+        "{shown}"
+    );
+    let run = me.run(&["tenants"], "");
+    assert!(run.stdout.starts_with("octo-org\t"), "{run:#?}");
+
+    // Three jobs queued on the simulated GitHub reach the server as webhooks.
+    let queue = std::process::Command::new(support::SERVER)
+        .env_clear()
+        .args([
+            "sandbox",
+            "queue",
+            "--server",
+            &sandbox.base,
+            "--repo",
+            "octo-org/app",
+            "--label",
+            "builtiful(ubuntu)",
+            "--count",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(queue.status.success(), "{queue:?}");
+    let run = eventually(30, || {
+        let run = me.run(&["jobs"], "");
+        (run.stdout.lines().count() == 3).then_some(run)
+    });
+    for line in run.stdout.lines() {
+        assert!(
+            line.contains("\tocto-org/app\tbuiltiful(ubuntu)\tQueued\t"),
+            "{line}"
+        );
+    }
+
+    // Headless: monalisa logs in on "another device" and pastes the code the server shows.
+    let other = Machine::new(&sandbox.base);
+    let mut child = other
+        .command(&["login", "--no-browser"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0);
+        if let Some(start) = line.find("http") {
+            break line[start..].trim().to_owned();
+        }
+    };
+    let (status, to_github) = support::runtime().block_on(async {
+        let response = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(&url)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.headers()["location"].to_str().unwrap().to_owned(),
+        )
+    });
+    assert_eq!(status, 302);
+    let code_page = support::runtime().block_on(async {
+        reqwest::get(format!("{to_github}&login=monalisa"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let code = code_page
+        .split("<code>")
+        .nth(1)
+        .and_then(|rest| rest.split("</code>").next())
+        .unwrap_or_else(|| panic!("no code on the page: {code_page}"));
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{code}").unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{rest}");
+    assert!(rest.contains("as monalisa (Mona Lisa Octocat)"), "{rest}");
+    let run = other.run(&["jobs"], "");
+    assert_ok(&run);
+    assert_eq!(run.stderr, "mona-org has no jobs yet\n");
+
+    // Logging out ends only that machine's session.
+    assert_ok(&me.run(&["logout"], ""));
+    assert_eq!(me.run(&["status"], "").code, 4);
+    assert_ok(&other.run(&["status"], ""));
+}
