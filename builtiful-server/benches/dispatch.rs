@@ -290,7 +290,12 @@ async fn bench(backend: Backend, args: &Args) {
     let name = format!("{backend:?}");
 
     // Each seeding gets its own range of ids and times, all within the last few minutes.
-    seed_queue(&server, args.jobs, recent_ms(3 * args.empty_queue.max(args.jobs))).await;
+    seed_queue(
+        &server,
+        args.jobs,
+        recent_ms(3 * args.empty_queue.max(args.jobs)),
+    )
+    .await;
     let direct = store_claims(&server, args, provisioner).await;
     println!(
         "| {name} | claim, direct SQL | {} pollers, {} jobs | {:.0}/s | {:.2} | {:.2} |",
@@ -300,7 +305,12 @@ async fn bench(backend: Backend, args: &Args) {
         ms(direct.p50),
         ms(direct.p99)
     );
-    seed_queue(&server, args.jobs, recent_ms(2 * args.empty_queue.max(args.jobs))).await;
+    seed_queue(
+        &server,
+        args.jobs,
+        recent_ms(2 * args.empty_queue.max(args.jobs)),
+    )
+    .await;
     let http = http_claims(&server, args, token.expose()).await;
     println!(
         "| {name} | claim, HTTP + JIT mint | {} pollers, {} jobs | {:.0}/s ({:.0}% of direct) | {:.2} | {:.2} |",

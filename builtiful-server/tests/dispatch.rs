@@ -107,6 +107,7 @@ async fn concurrent_pollers_claim_each_job_once(backend: Backend) {
         }
     }
     assert_eq!(seen, expected, "every job claimed exactly once");
+    common::assert_held_vcpus_exact(&db.url).await;
 }
 
 async fn fairness_serves_the_tenant_holding_least(backend: Backend) {
@@ -371,6 +372,7 @@ async fn expired_leases_are_requeued_then_fail(backend: Backend) {
         (job.status, job.failure_reason),
         (JobStatus::Failed, Some(FailureReason::ProvisioningTimeout))
     );
+    common::assert_held_vcpus_exact(&server.db.url).await;
 }
 
 async fn running_jobs_without_heartbeats_are_lost(backend: Backend) {
@@ -525,6 +527,7 @@ async fn tenant_limits_and_gauges(backend: Backend) {
         store.held_vcpus_by_host().await.unwrap(),
         [("amd64-01".to_owned(), 2)]
     );
+    common::assert_held_vcpus_exact(&server.db.url).await;
     server
         .app
         .metrics

@@ -549,4 +549,5 @@ async fn orphaned_runners_are_swept(backend: Backend) {
         [format!("builtiful-{}", kept.id)],
         "the live job's runner stays"
     );
+    common::assert_held_vcpus_exact(&server.db.url).await;
 }

@@ -740,5 +740,6 @@ async fn a_runner_taken_by_another_job(backend: Backend) {
         JobStatus::Queued,
         "B waits for a new runner"
     );
+    common::assert_held_vcpus_exact(&server.db.url).await;
     assert_eq!((record_b.host, record_b.runner_name), (None, None));
 }

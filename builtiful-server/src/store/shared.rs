@@ -1105,22 +1105,19 @@ pub(super) fn runner_name(job_id: uuid::Uuid) -> String {
 
 /// The oldest claimable job of the tenant that holds the fewest vCPUs now, among tenants with
 /// a job that fits the host (and their quota). `$1` architecture, `$2` free vCPUs. Served by
-/// `jobs_queued` (per tenant, in id order) and `jobs_active` (the few jobs holding capacity),
-/// so its cost follows the number of tenants, not the length of the queue.
+/// `jobs_queued` (per tenant, in id order) and `tenants.held_vcpus` (kept by triggers), so its
+/// cost follows the number of tenants, not the length of the queue or the number running.
 pub(super) const PICK_JOB: &str = "\
     SELECT job_id FROM ( \
-        SELECT t.id AS tenant_id, COALESCE(a.used, 0) AS used, \
+        SELECT t.held_vcpus AS held, \
             (SELECT j.id FROM jobs j WHERE j.tenant_id = t.id AND j.status = 'Queued' \
                 AND NOT j.waiting AND j.cpu_architecture = $1 AND j.vcpus <= $2 \
-                AND (t.vcpu_quota IS NULL OR COALESCE(a.used, 0) + j.vcpus <= t.vcpu_quota) \
+                AND (t.vcpu_quota IS NULL OR t.held_vcpus + j.vcpus <= t.vcpu_quota) \
              ORDER BY j.id LIMIT 1) AS job_id \
         FROM tenants t \
-        LEFT JOIN (SELECT tenant_id, SUM(vcpus) AS used FROM jobs \
-                   WHERE status IN ('Provisioning', 'Running') GROUP BY tenant_id) a \
-            ON a.tenant_id = t.id \
         WHERE t.uninstalled_at IS NULL AND NOT t.github_installation_suspended \
     ) candidates \
-    WHERE job_id IS NOT NULL ORDER BY used, job_id LIMIT 1";
+    WHERE job_id IS NOT NULL ORDER BY held, job_id LIMIT 1";
 
 /// Moves job `$1` from `Queued` to `Provisioning` for a host.
 pub(super) const TAKE_JOB: &str = concat!(

@@ -490,3 +490,22 @@ pub async fn bulk_insert_jobs(
         bulk_insert_with!(conn, tenant, count, vcpus, status, base_ms);
     }
 }
+
+/// Asserts that every tenant's `held_vcpus` (kept by triggers) equals the vCPUs of its
+/// provisioning and running jobs.
+pub async fn assert_held_vcpus_exact(url: &str) {
+    use sqlx::Connection;
+    let sql = "SELECT t.github_login, t.held_vcpus, \
+        CAST(COALESCE((SELECT SUM(vcpus) FROM jobs j WHERE j.tenant_id = t.id \
+            AND j.status IN ('Provisioning', 'Running')), 0) AS BIGINT) FROM tenants t";
+    let rows: Vec<(String, i64, i64)> = if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
+    };
+    for (login, kept, actual) in rows {
+        assert_eq!(kept, actual, "held vCPUs of {login}");
+    }
+}
