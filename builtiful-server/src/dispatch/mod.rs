@@ -108,8 +108,11 @@ pub async fn claim(
         }
         while let Some(claimed) = state.store.claim_job(&filter, now).await? {
             state.metrics.observe_claim(&claimed, now);
-            if let Some(job) = provision(state, claimed).await? {
-                return Ok(Some(job));
+            match provision(state, claimed).await? {
+                Provisioned::Ready(job) => return Ok(Some(*job)),
+                Provisioned::Refused => {} // That job failed; try the next one.
+                // GitHub is down or limiting us: stop asking it until the host polls again.
+                Provisioned::Later => return Ok(None),
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -123,15 +126,25 @@ pub async fn claim(
     }
 }
 
-/// Registers the job's JIT runner with GitHub; `None` (and the claim undone) if GitHub refused.
-async fn provision(state: &AppState, claimed: ClaimedJob) -> Result<Option<NewJob>, ApiError> {
+/// What registering a claimed job's runner came to.
+enum Provisioned {
+    /// The job, with its JIT config, for the host.
+    Ready(Box<NewJob>),
+    /// GitHub refused this job for good; it failed `GitHubError`.
+    Refused,
+    /// GitHub could not register it now; the job is back in the queue.
+    Later,
+}
+
+/// Registers the job's JIT runner with GitHub, undoing the claim when GitHub refuses.
+async fn provision(state: &AppState, claimed: ClaimedJob) -> Result<Provisioned, ApiError> {
     let job = &claimed.job;
     let Some(scope) = repository_scope(&job.repository) else {
         state
             .store
             .release_claim(job.id, Some(FailureReason::GitHubError), state.now())
             .await?;
-        return Ok(None);
+        return Ok(Provisioned::Refused);
     };
     let labels = [job.label.clone()];
     let github = &state.github;
@@ -155,7 +168,7 @@ async fn provision(state: &AppState, claimed: ClaimedJob) -> Result<Option<NewJo
                 .split_once('/')
                 .unwrap_or(("", &job.repository));
             tracing::info!(job.id = %job.id, runner = %claimed.runner_name, "job handed to a host");
-            Ok(Some(NewJob {
+            Ok(Provisioned::Ready(Box::new(NewJob {
                 id: job.id,
                 github_installation_id: installation,
                 repository: repository.to_owned(),
@@ -167,7 +180,7 @@ async fn provision(state: &AppState, claimed: ClaimedJob) -> Result<Option<NewJo
                 os: job.os,
                 organization: organization.to_owned(),
                 label: job.label.clone(),
-            }))
+            })))
         }
         Err(error) => {
             // A config may have been registered even if its answer failed: remove it.
@@ -178,10 +191,11 @@ async fn provision(state: &AppState, claimed: ClaimedJob) -> Result<Option<NewJo
                 .store
                 .release_claim(job.id, failure, state.now())
                 .await?;
-            if failure.is_none() {
-                state.metrics.provisioning_failures.inc();
+            if failure.is_some() {
+                return Ok(Provisioned::Refused);
             }
-            Ok(None)
+            state.metrics.provisioning_failures.inc();
+            Ok(Provisioned::Later)
         }
     }
 }
