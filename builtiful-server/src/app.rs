@@ -88,6 +88,8 @@ pub struct App {
     pub dispatcher: Dispatcher,
     /// Failed webhook deliveries already asked for again.
     pub redeliveries: Redeliveries,
+    /// How often the reconciler runs; `None` runs it never (tests drive it by hand).
+    pub reconcile_every: Option<std::time::Duration>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
 }

@@ -191,6 +191,7 @@ impl ServeArgs {
             sandbox,
             dispatcher: Dispatcher::default(),
             redeliveries: Redeliveries::default(),
+            reconcile_every: Some(crate::dispatch::reconciler::INTERVAL),
             metrics: Arc::new(Metrics::default()),
         })
     }

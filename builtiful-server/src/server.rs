@@ -102,10 +102,13 @@ pub async fn serve(
     if let Some(simulator) = state.sandbox.clone() {
         tasks.spawn(simulator.run(shutdown.clone()));
     }
-    tasks.spawn(crate::dispatch::reconciler::run(
-        state.clone(),
-        shutdown.clone(),
-    ));
+    if let Some(every) = state.reconcile_every {
+        tasks.spawn(crate::dispatch::reconciler::run(
+            state.clone(),
+            every,
+            shutdown.clone(),
+        ));
+    }
     {
         let (store, signal, shutdown) = (
             state.store.clone(),

@@ -393,7 +393,10 @@ async fn running_jobs_without_heartbeats_are_lost(backend: Backend) {
         .unwrap();
     common::execute(
         &server.db.url,
-        "UPDATE jobs SET status = 'Running', started_at = 1",
+        &format!(
+            "UPDATE jobs SET status = 'Running', started_at = {}",
+            server.app.now().as_micros()
+        ),
     )
     .await;
     server.clock.advance(Duration::from_secs(121));

@@ -14,7 +14,7 @@ use super::{repository_scope, signal_jobs};
 use crate::app::AppState;
 use crate::store::{ExpiredLease, Result};
 
-/// How often the reconciler runs.
+/// How often the reconciler runs in a server.
 pub const INTERVAL: Duration = Duration::from_secs(5);
 /// A job is handed to hosts at most this many times before it fails `ProvisioningTimeout`.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -55,8 +55,8 @@ pub struct Chores {
 pub struct Redeliveries(Mutex<HashSet<i64>>);
 
 /// Runs the reconciler until `shutdown`.
-pub async fn run(state: AppState, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(INTERVAL);
+pub async fn run(state: AppState, every: Duration, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for tick in 0_u64.. {
         tokio::select! {

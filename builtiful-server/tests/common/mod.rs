@@ -213,6 +213,8 @@ impl TestServer {
             sandbox: Some(simulator),
             dispatcher: Dispatcher::default(),
             redeliveries: Redeliveries::default(),
+            // Tests run passes themselves, so a background pass never races their assertions.
+            reconcile_every: None,
             metrics: Arc::new(Metrics::default()),
         });
         let shutdown = CancellationToken::new();
