@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{PROVISIONER_PREFIX, Token};
+use crate::clock::rfc3339;
 use crate::config::{DatabaseArgs, ServeArgs};
 use crate::{routes, sandbox, server};
 
@@ -237,42 +238,9 @@ async fn provisioner_token(command: TokenCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A UTC timestamp as `2026-12-04T20:01:12Z`.
-fn rfc3339(time: builtiful_core::Timestamp) -> String {
-    let secs = time.secs_since_epoch;
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_utc_times() {
-        let t = builtiful_core::Timestamp::from_secs(1_730_738_711);
-        assert_eq!(rfc3339(t), "2024-11-04T16:45:11Z");
-        assert_eq!(
-            rfc3339(builtiful_core::Timestamp::from_secs(0)),
-            "1970-01-01T00:00:00Z"
-        );
-    }
 
     #[test]
     fn token_names_are_checked() {

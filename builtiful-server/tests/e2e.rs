@@ -257,11 +257,13 @@ fn claim(host: &str, vcpus: i64, wait: Option<i64>) -> ClaimRequest {
     }
 }
 
+/// A client authenticated with a new provisioner token.
 async fn provisioner(server: &TestServer) -> builtiful_core::Client {
     let token = builtiful_server::auth::Token::generate("bfp_");
+    let name = format!("host-{}", uuid::Uuid::new_v4());
     server
         .store()
-        .create_provisioner_token("host", token.hash(), builtiful_core::Timestamp::now())
+        .create_provisioner_token(&name, token.hash(), builtiful_core::Timestamp::now())
         .await
         .unwrap();
     server.client(token.expose())
@@ -344,15 +346,7 @@ async fn hosts_claim_and_runners_finish_jobs(backend: Backend) {
         "nothing left to run"
     );
     // Another provisioner cannot touch it.
-    let stranger = {
-        let token = builtiful_server::auth::Token::generate("bfp_");
-        server
-            .store()
-            .create_provisioner_token("stranger", token.hash(), builtiful_core::Timestamp::now())
-            .await
-            .unwrap();
-        server.client(token.expose())
-    };
+    let stranger = provisioner(&server).await;
     let refused = stranger.heartbeat(job.id).await.unwrap_err();
     assert_eq!(refused.status().map(|s| s.as_u16()), Some(404));
 }
@@ -378,27 +372,13 @@ async fn long_polls_wake_when_a_job_is_queued(backend: Backend) {
         started.elapsed()
     );
     // With nothing queued, a short wait ends empty.
-    let host = provisioner_again(&server).await;
+    let host = provisioner(&server).await;
     let started = Instant::now();
     assert_eq!(
         host.claim_job(&claim("waiter", 2, Some(1))).await.unwrap(),
         None
     );
     assert!(started.elapsed() >= Duration::from_secs(1));
-}
-
-async fn provisioner_again(server: &TestServer) -> builtiful_core::Client {
-    let token = builtiful_server::auth::Token::generate("bfp_");
-    server
-        .store()
-        .create_provisioner_token(
-            &format!("host-{}", uuid::Uuid::new_v4()),
-            token.hash(),
-            builtiful_core::Timestamp::now(),
-        )
-        .await
-        .unwrap();
-    server.client(token.expose())
 }
 
 async fn cancelled_workflows_stop_their_runners(backend: Backend) {
