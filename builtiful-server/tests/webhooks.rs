@@ -698,7 +698,7 @@ async fn a_runner_taken_by_another_job(backend: Backend) {
         .unwrap()
         .job;
     // B was handed to a host, which registered runner `builtiful-<B>`.
-    let runner = format!("builtiful-{}", job_b.id);
+    let runner = format!("builtiful-{}-0a1b2c3d", job_b.id);
     common::execute(
         &server.db.url,
         &format!(
@@ -742,4 +742,48 @@ async fn a_runner_taken_by_another_job(backend: Backend) {
     );
     common::assert_held_vcpus_exact(&server.db.url).await;
     assert_eq!((record_b.host, record_b.runner_name), (None, None));
+
+    // B is handed to another host under a new runner name, and GitHub gives that runner to a
+    // third job C: C follows the runner it got, A keeps the one it had.
+    let c = 9_600_000_003;
+    post(
+        &server,
+        "workflow_job",
+        &delivery(),
+        &workflow_job("queued", c, &label, &json!({})),
+    )
+    .await;
+    let second_runner = format!("builtiful-{}-ffff0000", record_b.job.id);
+    common::execute(
+        &server.db.url,
+        &format!(
+            "UPDATE jobs SET status = 'Provisioning', host = 'amd64-02', runner_name = '{second_runner}', \
+             lease_expires_at = 1 WHERE workflow_job_id = {b}"
+        ),
+    )
+    .await;
+    let running = json!({"runner_name": second_runner, "started_at": "2026-12-04T10:02:00Z"});
+    post(
+        &server,
+        "workflow_job",
+        &delivery(),
+        &workflow_job("in_progress", c, &label, &running),
+    )
+    .await;
+    let record_c = server
+        .store()
+        .job_by_workflow_job_id(c)
+        .await
+        .unwrap()
+        .unwrap();
+    let record_a = server
+        .store()
+        .job_by_workflow_job_id(a)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record_c.host.as_deref(), Some("amd64-02"));
+    assert_eq!(record_a.host.as_deref(), Some("amd64-01"));
+    assert_eq!(record_a.runner_name.as_deref(), Some(runner.as_str()));
+    common::assert_held_vcpus_exact(&server.db.url).await;
 }

@@ -175,7 +175,7 @@ async fn sweep_runners(state: &AppState) -> Result<u64> {
             }
         };
         for runner in runners.into_iter().filter(|r| !r.busy) {
-            if crate::webhooks::runner_owner(&runner.name).is_none() {
+            if !crate::webhooks::is_our_runner(&runner.name) {
                 continue; // Not one of ours.
             }
             let holder = state.store.job_by_runner_name(&runner.name).await?;

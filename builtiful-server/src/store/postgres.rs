@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::rows::DispatchRow;
-use super::shared::{PICK_JOB, TAKE_JOB, impl_store, runner_name};
+use super::shared::{PICK_JOB, TAKE_JOB, impl_store};
 use super::{Backend, ClaimFilter, ClaimedJob, Result};
+use crate::webhooks::runner_name;
 
 /// The `NOTIFY` channel on which servers tell each other that jobs can be claimed.
 const JOBS_CHANNEL: &str = "builtiful_jobs";

@@ -464,7 +464,9 @@ macro_rules! impl_store {
                 runner_name: &str,
             ) -> crate::store::Result<Option<crate::store::JobRecord>> {
                 let row: Option<crate::store::rows::JobRecordRow> = sqlx::query_as(concat!(
-                    "SELECT ", crate::store::rows::job_record_columns!(), " FROM jobs WHERE runner_name = $1"
+                    "SELECT ", crate::store::rows::job_record_columns!(), " FROM jobs WHERE runner_name = $1 ",
+                    // A live holder first, should an ended job still carry the name.
+                    "ORDER BY CASE WHEN status IN ('Provisioning', 'Running') THEN 0 ELSE 1 END LIMIT 1"
                 ))
                 .bind(runner_name)
                 .fetch_optional(self.reader())
@@ -1097,11 +1099,6 @@ macro_rules! apply_change {
 }
 
 pub(super) use apply_change;
-
-/// The name of the runner registered for a job (the webhooks' `runner_name` leads back to it).
-pub(super) fn runner_name(job_id: uuid::Uuid) -> String {
-    format!("{}{job_id}", crate::webhooks::RUNNER_PREFIX)
-}
 
 /// The oldest claimable job of the tenant that holds the fewest vCPUs now, among tenants with
 /// a job that fits the host (and their quota). `$1` architecture, `$2` free vCPUs. Served by

@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::rows::DispatchRow;
-use super::shared::{PICK_JOB, TAKE_JOB, impl_store, runner_name};
+use super::shared::{PICK_JOB, TAKE_JOB, impl_store};
 use super::{Backend, ClaimFilter, ClaimedJob, Result, StoreError};
+use crate::webhooks::runner_name;
 
 /// The SQLite store.
 #[derive(Debug, Clone)]

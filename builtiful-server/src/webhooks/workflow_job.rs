@@ -11,12 +11,22 @@ use crate::error::ApiError;
 use crate::github::parse_time;
 use crate::store::{JobChange, JobInsert, JobRecord, run_time};
 
-/// Runners Builtiful registers are named `builtiful-<job id>`.
+/// Runners Builtiful registers are named `builtiful-<job id>-<claim>`: unique per claim, so
+/// a job offered again gets a runner of a new name while the old one may still be working.
 pub const RUNNER_PREFIX: &str = "builtiful-";
 
-/// The job a runner name says it was made for.
-pub fn runner_owner(runner_name: &str) -> Option<Uuid> {
-    runner_name.strip_prefix(RUNNER_PREFIX)?.parse().ok()
+/// The name of the runner registered for one claim of a job.
+pub fn runner_name(job_id: Uuid) -> String {
+    let claim: [u8; 4] = rand::random();
+    format!("{RUNNER_PREFIX}{job_id}-{}", hex::encode(claim))
+}
+
+/// Whether a runner is one Builtiful registered.
+pub fn is_our_runner(runner_name: &str) -> bool {
+    runner_name
+        .strip_prefix(RUNNER_PREFIX)
+        .and_then(|rest| rest.get(..36))
+        .is_some_and(|id| id.parse::<Uuid>().is_ok())
 }
 
 /// How far along a status is; a change must not lower it.
@@ -207,12 +217,23 @@ async fn advance(
         waiting: target.waiting && current == JobStatus::Queued,
         workflow_job,
     };
-    let owner = event
+    // Which job holds the runner that took this one: usually this job, but GitHub may have
+    // given the runner registered for another job to it. Runner names are unique per claim, and
+    // a runner's name moves with it from job to job, so the holder is whoever has it now.
+    let owner = match event
         .workflow_job
         .runner_name
         .as_deref()
-        .and_then(runner_owner)
-        .filter(|owner| *owner != record.job.id);
+        .filter(|n| is_our_runner(n))
+    {
+        Some(name) if target.status == JobStatus::Running => state
+            .store
+            .job_by_runner_name(name)
+            .await?
+            .map(|holder| holder.job.id)
+            .filter(|holder| *holder != record.job.id),
+        _ => None,
+    };
     let applied = match owner {
         // GitHub gave the runner made for another job to this one.
         Some(owner) if target.status == JobStatus::Running => {
@@ -239,11 +260,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runner_names_lead_to_their_job() {
+    fn runner_names_are_ours_and_unique_per_claim() {
         let id = Uuid::now_v7();
-        assert_eq!(runner_owner(&format!("builtiful-{id}")), Some(id));
-        assert_eq!(runner_owner("builtiful-nope"), None);
-        assert_eq!(runner_owner("GitHub Actions 5"), None);
+        let (first, second) = (runner_name(id), runner_name(id));
+        assert_ne!(first, second);
+        assert!(first.starts_with(&format!("builtiful-{id}-")));
+        assert!(is_our_runner(&first));
+        assert!(!is_our_runner("builtiful-nope"));
+        assert!(!is_our_runner("GitHub Actions 5"));
     }
 
     #[test]
