@@ -101,12 +101,25 @@ pub enum AgentError {
     },
 }
 
-/// vCPUs not reserved by a job.
+/// The longest poll while some vCPUs are busy, in seconds.
+const BUSY_POLL_WAIT_SECS: u32 = 2;
+
+/// vCPUs not reserved. A claim reserves every free vCPU while it asks (so nothing else can
+/// promise them), then keeps the job's and gives the rest back.
 #[derive(Debug)]
 struct Capacity {
-    free: Mutex<u32>,
+    total: u32,
+    state: Mutex<Counts>,
     released: Notify,
     metrics: Arc<Metrics>,
+}
+
+#[derive(Debug)]
+struct Counts {
+    /// Not reserved at all.
+    free: u32,
+    /// Reserved by jobs (as opposed to a claim in flight).
+    jobs: u32,
 }
 
 impl Capacity {
@@ -114,45 +127,61 @@ impl Capacity {
         metrics.vcpus_total.set(i64::from(total));
         metrics.vcpus_free.set(i64::from(total));
         Arc::new(Self {
-            free: Mutex::new(total),
+            total,
+            state: Mutex::new(Counts {
+                free: total,
+                jobs: 0,
+            }),
             released: Notify::new(),
             metrics,
         })
     }
 
-    /// Reserves every free vCPU, or `None` when none is free.
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, counts: &Counts) {
+        self.metrics
+            .vcpus_free
+            .set(i64::from(self.total.saturating_sub(counts.jobs)));
+    }
+
+    /// Reserves every free vCPU for a claim, or `None` when none is free.
     fn reserve_all(self: &Arc<Self>) -> Option<Reservation> {
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        if *free == 0 {
+        let mut counts = self.counts();
+        if counts.free == 0 {
             return None;
         }
-        let vcpus = std::mem::take(&mut *free);
-        self.metrics.vcpus_free.set(0);
+        let vcpus = std::mem::take(&mut counts.free);
         Some(Reservation {
             capacity: self.clone(),
             vcpus,
+            job: false,
         })
     }
 
-    /// Reserves `vcpus` whether or not they are free (adopted jobs already use them).
+    /// Reserves `vcpus` for an adopted job, whether or not they are free (it uses them).
     fn reserve_adopted(self: &Arc<Self>, vcpus: u32) -> Reservation {
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        *free = free.saturating_sub(vcpus);
-        self.metrics.vcpus_free.set(i64::from(*free));
+        let mut counts = self.counts();
+        counts.free = counts.free.saturating_sub(vcpus);
+        counts.jobs += vcpus;
+        self.publish(&counts);
         Reservation {
             capacity: self.clone(),
             vcpus,
+            job: true,
         }
     }
 
-    fn release(&self, vcpus: u32) {
-        if vcpus == 0 {
-            return;
+    fn release(&self, vcpus: u32, job: bool) {
+        let mut counts = self.counts();
+        counts.free = (counts.free + vcpus).min(self.total);
+        if job {
+            counts.jobs = counts.jobs.saturating_sub(vcpus);
         }
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        *free += vcpus;
-        self.metrics.vcpus_free.set(i64::from(*free));
-        drop(free);
+        self.publish(&counts);
+        drop(counts);
         self.released.notify_one();
     }
 }
@@ -162,21 +191,28 @@ impl Capacity {
 struct Reservation {
     capacity: Arc<Capacity>,
     vcpus: u32,
+    job: bool,
 }
 
 impl Reservation {
-    /// Keeps `vcpus` of the reservation and gives the rest back.
+    /// Keeps `vcpus` of a claim's reservation for its job and gives the rest back.
     fn keep(mut self, vcpus: u32) -> Self {
         let kept = vcpus.min(self.vcpus);
-        self.capacity.release(self.vcpus - kept);
+        {
+            let mut counts = self.capacity.counts();
+            counts.jobs += kept;
+            self.capacity.publish(&counts);
+        }
+        self.capacity.release(self.vcpus - kept, false);
         self.vcpus = kept;
+        self.job = true;
         self
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.capacity.release(self.vcpus);
+        self.capacity.release(self.vcpus, self.job);
     }
 }
 
@@ -327,11 +363,19 @@ async fn claim_loop(
                 () = drain.cancelled() => return Ok(()),
             }
         };
+        // While jobs hold some vCPUs, poll briefly: vCPUs a job gives back mid-poll can only
+        // be offered by the next poll (abandoning a poll could lose a claim the server just
+        // made), so a larger job would wait for the poll's end.
+        let wait = if reservation.vcpus < capacity.total {
+            ctx.config.poll_wait.min(BUSY_POLL_WAIT_SECS)
+        } else {
+            ctx.config.poll_wait
+        };
         let request = ClaimRequest {
             available_vcpus: i64::from(reservation.vcpus),
             cpu_architecture: ctx.config.cpu_architecture,
             host: ctx.config.host.clone(),
-            wait: Some(i64::from(ctx.config.poll_wait)),
+            wait: Some(i64::from(wait)),
         };
         // A drain abandons the long-poll: should the server have just claimed a job for us,
         // its lease runs out and the server offers it again.
@@ -458,18 +502,26 @@ async fn supervise(
     };
     tokio::pin!(started);
     let mut started_done = false;
+    let mut held = true;
 
     let outcome = loop {
         tokio::select! {
             exit = runner.wait() => break Outcome::Exited(exit),
             () = &mut started, if !started_done => started_done = true,
-            _ = heartbeat.tick() => match ctx.client.heartbeat(id).await {
+            _ = heartbeat.tick(), if held => match ctx.client.heartbeat(id).await {
                 Ok(answer) if answer.cancel => {
                     break Outcome::Stop("the job was cancelled or has ended".to_owned());
                 }
                 Ok(_) => {}
                 Err(error) if error.status().map(|s| s.as_u16()) == Some(404) => {
-                    break Outcome::Stop("the server no longer holds the job for this host".to_owned());
+                    // GitHub may have given this job's runner another queued job of the
+                    // repository, whose lease the server then passed to that job under
+                    // another id; or the lease ran out and the server removed the runner's
+                    // registration. Either way the runner ends by itself (after that one
+                    // job, or for want of a registration): stopping it could kill a job
+                    // that is working. max_run_time still bounds it.
+                    tracing::warn!(job.id = %id, "the server no longer holds the job for this host; the runner goes on until it exits");
+                    held = false;
                 }
                 Err(error) => {
                     ctx.metrics.server_errors.inc();
@@ -543,5 +595,34 @@ async fn report(ctx: &Context, id: Uuid, event: &RunnerEvent) -> bool {
                 return true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_come_back_on_every_path() {
+        let metrics = Arc::new(Metrics::default());
+        let capacity = Capacity::new(8, metrics.clone());
+        let claim = capacity.reserve_all().unwrap();
+        assert_eq!(claim.vcpus, 8);
+        assert!(
+            capacity.reserve_all().is_none(),
+            "a claim in flight holds everything"
+        );
+        let job = claim.keep(2);
+        assert_eq!(metrics.vcpus_free.get(), 6);
+        let other = capacity.reserve_all().unwrap();
+        assert_eq!(other.vcpus, 6);
+        drop(other);
+        drop(job);
+        assert_eq!(capacity.reserve_all().unwrap().vcpus, 8);
+        assert_eq!(metrics.vcpus_free.get(), 8);
+        let adopted = capacity.reserve_adopted(4);
+        assert_eq!(capacity.reserve_all().unwrap().vcpus, 4);
+        drop(adopted);
+        assert_eq!(capacity.counts().free, 8);
     }
 }
