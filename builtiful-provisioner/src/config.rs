@@ -20,7 +20,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/builtiful-provisioner";
 /// Every flag is also an environment variable `BUILTIFUL_<FLAG_NAME>` and a key of the TOML
 /// file (`snake_case`); a flag wins over the environment, which wins over the file.
 #[derive(Debug, Default, Parser)]
-#[command(name = "builtiful-provisioner", version)]
+#[command(name = "builtiful-provisioner", version, args_override_self = true)]
 pub struct Cli {
     /// The TOML configuration file [default: /etc/builtiful/provisioner.toml, if it exists].
     #[arg(long, env = "BUILTIFUL_CONFIG")]

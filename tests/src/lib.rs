@@ -51,16 +51,45 @@ pub fn server_bin() -> PathBuf {
         .clone()
 }
 
-/// `builtiful-provisioner`.
+/// `builtiful-provisioner`, or the one `BUILTIFUL_TESTS_PROVISIONER_BIN` names (the
+/// benchmark measures a release build).
 pub fn provisioner_bin() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| binary("builtiful-provisioner", "builtiful-provisioner"))
-        .clone()
+    PATH.get_or_init(|| {
+        std::env::var_os("BUILTIFUL_TESTS_PROVISIONER_BIN").map_or_else(
+            || binary("builtiful-provisioner", "builtiful-provisioner"),
+            PathBuf::from,
+        )
+    })
+    .clone()
 }
 
 /// `builtiful-provisioner/launchers/sandbox.sh`.
 pub fn sandbox_launcher() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../builtiful-provisioner/launchers/sandbox.sh")
+}
+
+/// A launcher that records when each runner starts and ends (`start|end NANOS VCPUS JOB_ID`
+/// lines in the ledger), then runs `sandbox.sh`; the script's path and the ledger's.
+pub fn ledger_launcher(dir: &Path, host: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ledger = dir.join(format!("{host}.ledger"));
+    let script = dir.join(format!("{host}-launcher.sh"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             echo \"start $(date +%s%N) $BUILTIFUL_VCPUS $BUILTIFUL_JOB_ID\" >> '{ledger}'\n\
+             '{launcher}'\n\
+             status=$?\n\
+             echo \"end $(date +%s%N) $BUILTIFUL_VCPUS $BUILTIFUL_JOB_ID\" >> '{ledger}'\n\
+             exit $status\n",
+            ledger = ledger.display(),
+            launcher = sandbox_launcher().display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (script, ledger)
 }
 
 /// Waits until `check` returns `Some`, polling every 100 ms, or panics naming `what`.

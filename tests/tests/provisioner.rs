@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use builtiful_core::{Job, JobStatus};
-use builtiful_tests::{Provisioner, ProvisionerOptions, Sandbox, free_port, signal, wait_for};
+use builtiful_tests::{
+    Provisioner, ProvisionerOptions, Sandbox, free_port, ledger_launcher, signal, wait_for,
+};
 use nix::sys::signal::Signal;
 
 fn count(jobs: &[Job], status: JobStatus) -> usize {
@@ -21,28 +23,6 @@ fn wait_status(sandbox: &Sandbox, status: JobStatus, n: usize, timeout: Duration
         let jobs = sandbox.jobs();
         (count(&jobs, status) >= n).then_some(jobs)
     })
-}
-
-/// A launcher that records when each runner starts and ends, then runs `sandbox.sh`.
-fn ledger_launcher(dir: &Path, host: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let ledger = dir.join(format!("{host}.ledger"));
-    let script = dir.join(format!("{host}-launcher.sh"));
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n\
-             echo \"start $(date +%s%N) $BUILTIFUL_VCPUS $BUILTIFUL_JOB_ID\" >> '{ledger}'\n\
-             '{launcher}'\n\
-             status=$?\n\
-             echo \"end $(date +%s%N) $BUILTIFUL_VCPUS $BUILTIFUL_JOB_ID\" >> '{ledger}'\n\
-             exit $status\n",
-            ledger = ledger.display(),
-            launcher = builtiful_tests::sandbox_launcher().display(),
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    (script, ledger)
 }
 
 /// The most vCPUs the ledger shows running at once, and how many runners it shows.
