@@ -1,6 +1,7 @@
 //! The agent loop: offer the free vCPUs, claim a job, reserve its vCPUs, launch its runner,
 //! keep its lease, report on it, release its vCPUs on every path out.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -225,6 +226,9 @@ struct Context {
     state: StateDir,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
+    /// Launchers that failed to start in a row: claims pause while it is not zero, so a
+    /// broken launcher does not burn through the queue.
+    launch_failures: AtomicU32,
 }
 
 fn backoff(max: Duration) -> impl Iterator<Item = Duration> {
@@ -255,8 +259,11 @@ pub async fn run_with_metrics(
     shutdown: Shutdown,
     metrics: Arc<Metrics>,
 ) -> Result<(), AgentError> {
+    // Short enough that a hung server does not hold up a heartbeat's select loop for long;
+    // long-polls stretch it by their wait.
     let client = Client::builder(&config.server)
         .token(config.token.expose())
+        .timeout(Duration::from_secs(15))
         .build()
         .map_err(AgentError::Client)?;
     let state = StateDir::open(&config.state_dir).map_err(|source| AgentError::StateDir {
@@ -291,6 +298,7 @@ pub async fn run_with_metrics(
         state,
         metrics,
         shutdown: shutdown.clone(),
+        launch_failures: AtomicU32::new(0),
     });
     let tracker = TaskTracker::new();
     adopt(&ctx, &capacity, &tracker);
@@ -353,9 +361,23 @@ async fn claim_loop(
 ) -> Result<(), AgentError> {
     let drain = &ctx.shutdown.drain;
     let mut delays = backoff(ctx.config.max_backoff);
+    let mut launch_delays = backoff(ctx.config.max_backoff);
     loop {
         if drain.is_cancelled() {
             return Ok(());
+        }
+        if ctx.launch_failures.load(Ordering::Relaxed) > 0 {
+            let delay = launch_delays.next().unwrap_or(ctx.config.max_backoff);
+            tracing::warn!(
+                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "the last launcher failed to start; pausing claims"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = drain.cancelled() => return Ok(()),
+            }
+        } else {
+            launch_delays = backoff(ctx.config.max_backoff);
         }
         let Some(reservation) = capacity.reserve_all() else {
             tokio::select! {
@@ -441,6 +463,8 @@ async fn run_job(ctx: Arc<Context>, job: NewJob, reservation: Reservation) {
         Ok(runner) => runner,
         Err(message) => {
             ctx.metrics.launcher_failures.inc();
+            ctx.launch_failures.fetch_add(1, Ordering::Relaxed);
+            let _ = std::fs::remove_file(&files.jit_config);
             tracing::error!(job.id = %job.id, error = %message, "the runner could not start");
             drop(reservation);
             let event = RunnerEvent {
@@ -463,6 +487,7 @@ async fn run_job(ctx: Arc<Context>, job: NewJob, reservation: Reservation) {
     if let Err(error) = ctx.state.save(&record) {
         tracing::warn!(job.id = %job.id, %error, "cannot record the job; a restart would not adopt it");
     }
+    ctx.launch_failures.store(0, Ordering::Relaxed);
     tracing::info!(job.id = %job.id, pid = runner.pid(), "launcher started");
     ctx.metrics.jobs_running.inc();
     supervise(ctx, record, runner, reservation, true).await;

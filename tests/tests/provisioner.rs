@@ -119,7 +119,18 @@ fn two_hosts_run_thirty_mixed_jobs_within_their_vcpus() {
         "SELECT COUNT(*) FROM jobs WHERE runner_started_at IS NOT NULL \
          AND runner_exited_at IS NOT NULL",
     );
-    assert_eq!(reported[0][0].as_deref(), Some("30"));
+    // RunnerStarted and RunnerExited reached the server for every job, except where the server
+    // answered 404 because GitHub's routing (a runner takes any queued job of its repository
+    // and label) moved the job's lease elsewhere; the provisioner logs those.
+    let reported: usize = reported[0][0].as_deref().unwrap().parse().unwrap();
+    let refused: usize = hosts
+        .iter()
+        .map(|(p, _, _)| p.log().matches("the server refused the report").count())
+        .sum();
+    assert!(
+        reported + refused >= 30,
+        "{reported} reported, {refused} refused"
+    );
 
     let mut runners = 0;
     for (provisioner, ledger, vcpus) in &hosts {
@@ -442,4 +453,52 @@ fn counts_are_per_host() {
     )
     .unwrap();
     assert_eq!(peak_vcpus(&ledger), (12, 3));
+}
+
+#[test]
+fn a_launcher_that_cannot_start_is_reported_and_pauses_claims() {
+    let sandbox = Sandbox::start();
+    let token = sandbox.provisioner_token("host");
+    let port = free_port();
+    let mut options = ProvisionerOptions::new("host", 4);
+    options.launcher = sandbox.dir.path().join("no-such-launcher");
+    options.args = vec!["--metrics-listen".into(), format!("127.0.0.1:{port}")];
+    let provisioner = Provisioner::start(&sandbox, &token, &options);
+    sandbox.queue("octo-org/app", "builtiful(ubuntu,2cpu)", 3, 0);
+
+    let rows = wait_for("the failure reported", Duration::from_secs(20), || {
+        let rows =
+            sandbox.sql("SELECT runner_message FROM jobs WHERE runner_exited_at IS NOT NULL");
+        (!rows.is_empty()).then_some(rows)
+    });
+    assert!(
+        rows[0][0]
+            .as_deref()
+            .unwrap()
+            .contains("cannot start the launcher"),
+        "{rows:?}"
+    );
+    let text = metrics(port);
+    let failures: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("builtiful_provisioner_launcher_failures_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3).contains(&failures), "{text}");
+    assert!(
+        text.contains("builtiful_provisioner_vcpus_free 4\n"),
+        "{text}"
+    );
+    // Claims pause after a failure, and nothing is left behind in the state directory.
+    wait_for("a pause", Duration::from_secs(10), || {
+        provisioner.log().contains("pausing claims").then_some(())
+    });
+    wait_for("no JIT config left", Duration::from_secs(10), || {
+        (std::fs::read_dir(provisioner.state_dir.join("jobs"))
+            .unwrap()
+            .count()
+            == 0)
+            .then_some(())
+    });
 }

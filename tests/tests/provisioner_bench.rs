@@ -76,7 +76,7 @@ fn queue_to_launcher_latency_and_idle_memory() {
         from_trigger.push((started - triggered) as f64 / 1e6);
     }
     // From the job's creation on the server (the webhook's arrival) to its launcher.
-    let jobs = wait_for("every job done", Duration::from_secs(60), || {
+    let jobs = wait_for("every job done", Duration::from_mins(1), || {
         let jobs = sandbox.jobs();
         jobs.iter()
             .all(|j| j.status == JobStatus::Completed)
