@@ -373,6 +373,13 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let file: FileConfig = toml::from_str(include_str!("../dist/provisioner.toml")).unwrap();
+        assert_eq!(file.reserve_vcpus, Some(2));
+        assert_eq!(file.executor.as_deref(), Some("command"));
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
