@@ -20,6 +20,7 @@ conformance!(
     suspended_tenants_fail_jobs,
     revoked_authorization_ends_sessions,
     a_runner_taken_by_another_job,
+    two_waiting_jobs_swap_runners,
 );
 
 const INSTALLATION_ID: i64 = 4_410_001;
@@ -785,5 +786,88 @@ async fn a_runner_taken_by_another_job(backend: Backend) {
     assert_eq!(record_c.host.as_deref(), Some("amd64-02"));
     assert_eq!(record_a.host.as_deref(), Some("amd64-01"));
     assert_eq!(record_a.runner_name.as_deref(), Some(runner.as_str()));
+    common::assert_held_vcpus_exact(&server.db.url).await;
+}
+
+async fn two_waiting_jobs_swap_runners(backend: Backend) {
+    let Some(server) = TestServer::start(backend).await else {
+        return;
+    };
+    let label = ["builtiful(ubuntu)"];
+    let (a, b) = (9_700_000_001, 9_700_000_002);
+    for id in [a, b] {
+        post(
+            &server,
+            "workflow_job",
+            &delivery(),
+            &workflow_job("queued", id, &label, &json!({})),
+        )
+        .await;
+    }
+    // Both are with hosts, each waiting for its own runner.
+    for (id, host) in [(a, "host-a"), (b, "host-b")] {
+        common::execute(
+            &server.db.url,
+            &format!(
+                "UPDATE jobs SET status = 'Provisioning', host = '{host}', runner_name = 'builtiful-{}-{host}', \
+                 provisioner_picked_up_at = 1, lease_expires_at = 1 WHERE workflow_job_id = {id}",
+                uuid::Uuid::nil()
+            ),
+        )
+        .await;
+    }
+    let runner = |host: &str| format!("builtiful-{}-{host}", uuid::Uuid::nil());
+    // GitHub gives B's runner to A, then A's (now idle) runner to B.
+    let on = |r: String| json!({"runner_name": r, "started_at": "2026-12-04T10:01:00Z"});
+    post(
+        &server,
+        "workflow_job",
+        &delivery(),
+        &workflow_job("in_progress", a, &label, &on(runner("host-b"))),
+    )
+    .await;
+    let record_b = server
+        .store()
+        .job_by_workflow_job_id(b)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record_b.job.status,
+        JobStatus::Provisioning,
+        "B keeps a runner: A's"
+    );
+    assert_eq!(record_b.runner_name, Some(runner("host-a")));
+    post(
+        &server,
+        "workflow_job",
+        &delivery(),
+        &workflow_job("in_progress", b, &label, &on(runner("host-a"))),
+    )
+    .await;
+    let record_a = server
+        .store()
+        .job_by_workflow_job_id(a)
+        .await
+        .unwrap()
+        .unwrap();
+    let record_b = server
+        .store()
+        .job_by_workflow_job_id(b)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (record_a.job.status, record_a.host.as_deref()),
+        (JobStatus::Running, Some("host-b"))
+    );
+    assert_eq!(
+        (record_b.job.status, record_b.host.as_deref()),
+        (JobStatus::Running, Some("host-a"))
+    );
+    assert!(
+        record_a.job.provisioner_picked_up_at.is_some()
+            && record_b.job.provisioner_picked_up_at.is_some()
+    );
     common::assert_held_vcpus_exact(&server.db.url).await;
 }

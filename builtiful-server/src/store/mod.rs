@@ -388,8 +388,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> Result<bool>;
 
     /// Starts job `id` (still `expected`) on the runner that was made for job `owner`: GitHub
-    /// gave that runner to this job. The owner, if it was still waiting for its runner, goes
-    /// back to the queue for a new one, and its host and lease pass to the job that ran.
+    /// gave that runner to this job, whose host and lease pass to it. If this job was itself
+    /// waiting for a runner of its own, the two swapped: the owner takes that idle runner;
+    /// otherwise the owner goes back to the queue for a new one.
     async fn start_on_foreign_runner(
         &self,
         id: Uuid,

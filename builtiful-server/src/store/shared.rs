@@ -496,6 +496,15 @@ macro_rules! impl_store {
                 now: builtiful_core::Timestamp,
             ) -> crate::store::Result<bool> {
                 let mut tx = self.begin_write().await?;
+                // What this job held, if it was itself waiting for a runner of its own.
+                let own: Option<crate::store::shared::Held> = sqlx::query_as(
+                    "SELECT host, provisioner_token_id, lease_expires_at, runner_name, runner_id, \
+                     provisioner_picked_up_at, claimed_as, runner_started_at FROM jobs \
+                     WHERE id = $1 AND status = 'Provisioning' AND runner_name IS NOT NULL",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
                 if !crate::store::shared::apply_change!(&mut *tx, id, expected, change, now) {
                     return Ok(false);
                 }
@@ -511,17 +520,43 @@ macro_rules! impl_store {
                 .bind(owner)
                 .execute(&mut *tx)
                 .await?;
-                // …and the owner, still waiting for a runner that is gone, is offered again.
-                sqlx::query(
-                    "UPDATE jobs SET status = 'Queued', host = NULL, provisioner_token_id = NULL, \
-                     lease_expires_at = NULL, runner_name = NULL, runner_id = NULL, claimed_as = NULL, \
-                     provisioner_picked_up_at = NULL, runner_started_at = NULL, updated_at = $2 \
-                     WHERE id = $1 AND status = 'Provisioning'",
-                )
-                .bind(owner)
-                .bind(now.as_micros())
-                .execute(&mut *tx)
-                .await?;
+                match own {
+                    // …and the owner gets the runner this job was waiting for, which is idle
+                    // and registered with the same label: the two swapped runners.
+                    Some(held) => {
+                        sqlx::query(
+                            "UPDATE jobs SET host = $2, provisioner_token_id = $3, lease_expires_at = $4, \
+                             runner_name = $5, runner_id = $6, provisioner_picked_up_at = $7, \
+                             claimed_as = $8, runner_started_at = $9, updated_at = $10 \
+                             WHERE id = $1 AND status = 'Provisioning'",
+                        )
+                        .bind(owner)
+                        .bind(held.0)
+                        .bind(held.1)
+                        .bind(held.2)
+                        .bind(held.3)
+                        .bind(held.4)
+                        .bind(held.5)
+                        .bind(held.6)
+                        .bind(held.7)
+                        .bind(now.as_micros())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    // …or, still waiting for a runner that is gone, is offered again.
+                    None => {
+                        sqlx::query(
+                            "UPDATE jobs SET status = 'Queued', host = NULL, provisioner_token_id = NULL, \
+                             lease_expires_at = NULL, runner_name = NULL, runner_id = NULL, claimed_as = NULL, \
+                             provisioner_picked_up_at = NULL, runner_started_at = NULL, updated_at = $2 \
+                             WHERE id = $1 AND status = 'Provisioning'",
+                        )
+                        .bind(owner)
+                        .bind(now.as_micros())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
                 tx.commit().await?;
                 Ok(true)
             }
@@ -1099,6 +1134,19 @@ macro_rules! apply_change {
 }
 
 pub(super) use apply_change;
+
+/// A job's hold on a host and a runner: host, provisioner, lease, runner name and id, when it
+/// was picked up, the id the host knows it by, and when its runner started.
+pub(super) type Held = (
+    Option<String>,
+    Option<uuid::Uuid>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<uuid::Uuid>,
+    Option<i64>,
+);
 
 /// The oldest claimable job of the tenant that holds the fewest vCPUs now, among tenants with
 /// a job that fits the host (and their quota). `$1` architecture, `$2` free vCPUs. Served by
