@@ -24,6 +24,10 @@ pub struct Settings {
     pub public_url: Url,
     /// Origins of web frontends: CORS is allowed for them and redirects may go to them.
     pub frontend_origins: Vec<Url>,
+    /// Register JIT runners at the organisation rather than the repository (GitHub needs the
+    /// App's "Self-hosted runners" permission for that; org runner groups refuse public
+    /// repositories by default).
+    pub organization_runners: bool,
 }
 
 impl Settings {
@@ -122,6 +126,7 @@ mod tests {
         let settings = Settings {
             public_url: Url::parse("https://api.builtiful.io").unwrap(),
             frontend_origins: vec![Url::parse("https://app.builtiful.io").unwrap()],
+            organization_runners: false,
         };
         assert!(settings.is_frontend_url("https://app.builtiful.io/tenants"));
         assert!(settings.is_frontend_url("https://api.builtiful.io/auth/cli/code"));

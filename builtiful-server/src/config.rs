@@ -100,6 +100,9 @@ pub struct ServeArgs {
     /// The sender of mail [default: Builtiful <builtiful@PUBLIC-URL-HOST>]
     #[arg(long, env = "BUILTIFUL_MAIL_FROM")]
     pub mail_from: Option<Mailbox>,
+    /// Register JIT runners at the organisation instead of the repository.
+    #[arg(long, env = "BUILTIFUL_GITHUB_ORGANIZATION_RUNNERS")]
+    pub github_organization_runners: bool,
     /// Replace GitHub with the built-in simulator and seed demo organisations and users.
     #[arg(long, env = "BUILTIFUL_SANDBOX")]
     pub sandbox: bool,
@@ -181,6 +184,7 @@ impl ServeArgs {
             settings: Settings {
                 public_url,
                 frontend_origins: self.frontend_origin.clone(),
+                organization_runners: self.github_organization_runners,
             },
             mailer,
             clock: Arc::new(SystemClock),

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use builtiful_core::{ClaimRequest, CpuArchitecture, JobStatus, PageRequest};
-use common::{Backend, TestServer};
+use common::{Backend, Options, TestServer};
 use reqwest::header::{LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
 
@@ -21,6 +21,7 @@ conformance!(
     a_user_removed_from_an_org_loses_it,
     the_setup_url_checks_the_installation,
     orphaned_runners_are_swept,
+    organization_runners_when_configured,
 );
 
 const BIN: &str = env!("CARGO_BIN_EXE_builtiful-server");
@@ -539,4 +540,60 @@ async fn orphaned_runners_are_swept(backend: Backend) {
     assert_eq!(pass.swept, 1);
     assert_eq!(names().await, [kept_runner], "the live job's runner stays");
     common::assert_held_vcpus_exact(&server.db.url).await;
+}
+
+async fn organization_runners_when_configured(backend: Backend) {
+    use builtiful_server::github::RunnerScope;
+
+    let options = Options {
+        organization_runners: true,
+        ..Options::default()
+    };
+    let Some(server) = TestServer::start_with(backend, options).await else {
+        return;
+    };
+    let host = provisioner(&server).await;
+    let ids = queue(&server, "octo-org/api", "builtiful(ubuntu)", 1, 0).await;
+    eventually("queued", || async {
+        status_of(&server, ids[0]).await == Some(JobStatus::Queued)
+    })
+    .await;
+    let job = host.claim_job(&claim("h", 2, None)).await.unwrap().unwrap();
+    let org = RunnerScope::Organization {
+        org: "octo-org".into(),
+    };
+    let runners = server
+        .app
+        .github
+        .runners(4_410_001, &org, None)
+        .await
+        .unwrap();
+    assert_eq!(runners.len(), 1, "registered at the organisation");
+    let repo = RunnerScope::Repository {
+        owner: "octo-org".into(),
+        repo: "api".into(),
+    };
+    assert!(
+        server
+            .app
+            .github
+            .runners(4_410_001, &repo, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let output = Command::new(BIN)
+        .args(["sandbox", "runner", "--idle-timeout", "20"])
+        .env("BUILTIFUL_JIT_CONFIG", &job.jit_config)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eventually("completed", || async {
+        status_of(&server, ids[0]).await == Some(JobStatus::Completed)
+    })
+    .await;
 }

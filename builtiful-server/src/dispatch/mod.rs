@@ -69,12 +69,19 @@ pub async fn signal_jobs(state: &AppState) {
     }
 }
 
-/// The repository a job runs in, as a runner scope.
-pub fn repository_scope(repository: &str) -> Option<RunnerScope> {
+/// Where runners for a job of `repository` (`owner/name`) are registered: the repository
+/// itself, or its owner organisation when the server is configured so.
+pub fn runner_scope(settings: &crate::app::Settings, repository: &str) -> Option<RunnerScope> {
     let (owner, repo) = repository.split_once('/')?;
-    Some(RunnerScope::Repository {
-        owner: owner.to_owned(),
-        repo: repo.to_owned(),
+    Some(if settings.organization_runners {
+        RunnerScope::Organization {
+            org: owner.to_owned(),
+        }
+    } else {
+        RunnerScope::Repository {
+            owner: owner.to_owned(),
+            repo: repo.to_owned(),
+        }
     })
 }
 
@@ -139,7 +146,7 @@ enum Provisioned {
 /// Registers the job's JIT runner with GitHub, undoing the claim when GitHub refuses.
 async fn provision(state: &AppState, claimed: ClaimedJob) -> Result<Provisioned, ApiError> {
     let job = &claimed.job;
-    let Some(scope) = repository_scope(&job.repository) else {
+    let Some(scope) = runner_scope(&state.settings, &job.repository) else {
         state
             .store
             .release_claim(job.id, Some(FailureReason::GitHubError), state.now())

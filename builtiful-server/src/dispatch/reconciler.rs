@@ -10,7 +10,7 @@ use std::time::Duration;
 use builtiful_core::{FailureReason, JobStatus, Timestamp};
 use tokio_util::sync::CancellationToken;
 
-use super::{repository_scope, signal_jobs};
+use super::{runner_scope, signal_jobs};
 use crate::app::AppState;
 use crate::store::{ExpiredLease, Result};
 
@@ -164,7 +164,7 @@ async fn sweep_runners(state: &AppState) -> Result<u64> {
     );
     let mut swept = 0;
     for (installation, repository) in state.store.recent_repositories(since).await? {
-        let Some(scope) = repository_scope(&repository) else {
+        let Some(scope) = runner_scope(&state.settings, &repository) else {
             continue;
         };
         let runners = match state.github.runners(installation, &scope, None).await {
@@ -204,8 +204,10 @@ async fn sweep_runners(state: &AppState) -> Result<u64> {
 /// Deletes the runner registered for a job that will not use it (best effort; a busy runner,
 /// GitHub answers 422, is running something and is left alone).
 async fn deregister(state: &AppState, lease: &ExpiredLease) {
-    let (Some(runner_id), Some(scope)) = (lease.runner_id, repository_scope(&lease.job.repository))
-    else {
+    let (Some(runner_id), Some(scope)) = (
+        lease.runner_id,
+        runner_scope(&state.settings, &lease.job.repository),
+    ) else {
         return;
     };
     if let Err(error) = state

@@ -426,6 +426,7 @@ mod tests {
         Settings {
             public_url: Url::parse("https://api.builtiful.test").unwrap(),
             frontend_origins: vec![Url::parse("https://app.builtiful.test").unwrap()],
+            organization_runners: false,
         }
     }
 

@@ -152,6 +152,7 @@ pub struct TestServer {
 #[derive(Debug, Default, Clone)]
 pub struct Options {
     pub frontend_origins: Vec<&'static str>,
+    pub organization_runners: bool,
     pub public_url: Option<&'static str>,
 }
 
@@ -197,6 +198,7 @@ impl TestServer {
                     .iter()
                     .map(|o| Url::parse(o).unwrap())
                     .collect(),
+                organization_runners: options.organization_runners,
             },
             mailer: Arc::new(
                 OutboxMailer::new(
