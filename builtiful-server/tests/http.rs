@@ -495,6 +495,7 @@ async fn cors_only_for_frontends(backend: Backend) {
     let options = Options {
         frontend_origins: vec!["https://app.builtiful.test"],
         public_url: Some("https://api.builtiful.test"),
+        ..Options::default()
     };
     let Some(server) = TestServer::start_with(backend, options).await else {
         return;
