@@ -249,6 +249,20 @@ async fn cli_sign_in_with_pkce(backend: Backend) {
     assert_eq!(tenants.tenants[0].github_login, "mona-org");
 }
 
+/// Runs the real `sandbox runner` with a JIT config; it takes one job, finishes it, exits 0.
+fn run_sandbox_runner(jit_config: &str) {
+    let output = Command::new(BIN)
+        .args(["sandbox", "runner", "--idle-timeout", "20"])
+        .env("BUILTIFUL_JIT_CONFIG", jit_config)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn claim(host: &str, vcpus: i64, wait: Option<i64>) -> ClaimRequest {
     ClaimRequest {
         available_vcpus: vcpus,
@@ -315,16 +329,7 @@ async fn hosts_claim_and_runners_finish_jobs(backend: Backend) {
     assert!(!host.heartbeat(job.id).await.unwrap().cancel);
 
     // The real runner command, given the JIT config, takes the job and finishes it.
-    let output = Command::new(BIN)
-        .args(["sandbox", "runner", "--idle-timeout", "20"])
-        .env("BUILTIFUL_JIT_CONFIG", &job.jit_config)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_sandbox_runner(&job.jit_config);
     eventually("the job completed", || async {
         status_of(&server, ids[0]).await == Some(JobStatus::Completed)
     })
@@ -582,16 +587,7 @@ async fn organization_runners_when_configured(backend: Backend) {
             .unwrap()
             .is_empty()
     );
-    let output = Command::new(BIN)
-        .args(["sandbox", "runner", "--idle-timeout", "20"])
-        .env("BUILTIFUL_JIT_CONFIG", &job.jit_config)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_sandbox_runner(&job.jit_config);
     eventually("completed", || async {
         status_of(&server, ids[0]).await == Some(JobStatus::Completed)
     })

@@ -11,10 +11,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::rows::DispatchRow;
-use super::shared::{PICK_JOB, TAKE_JOB, impl_store};
+use super::shared::{PICK_JOB, impl_store, take_job};
 use super::{Backend, ClaimFilter, ClaimedJob, Result};
-use crate::webhooks::runner_name;
 
 /// The `NOTIFY` channel on which servers tell each other that jobs can be claimed.
 const JOBS_CHANNEL: &str = "builtiful_jobs";
@@ -107,23 +105,9 @@ impl PostgresStore {
         let Some(id) = locked else {
             return Ok(None);
         };
-        let row: DispatchRow = sqlx::query_as(TAKE_JOB)
-            .bind(id)
-            .bind(&filter.host)
-            .bind(filter.provisioner_id)
-            .bind(filter.lease_expires_at.as_micros())
-            .bind(now.as_micros())
-            .bind(runner_name(id))
-            .fetch_one(&mut *tx)
-            .await?;
-        let installation: i64 = sqlx::query_scalar(
-            "SELECT github_installation_id FROM tenants WHERE id = (SELECT tenant_id FROM jobs WHERE id = $1)",
-        )
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let claimed = take_job!(&mut *tx, id, filter, now);
         tx.commit().await?;
-        row.into_claimed(installation).map(Some)
+        Ok(Some(claimed))
     }
 
     /// Holds the reconciler's advisory lock on a dedicated connection: the lock lives as long

@@ -1164,6 +1164,34 @@ pub(super) const PICK_JOB: &str = "\
     ) candidates \
     WHERE job_id IS NOT NULL ORDER BY held, job_id LIMIT 1";
 
+/// Moves the picked job from `Queued` to `Provisioning` for the host, on an open
+/// transaction, and evaluates to the [`ClaimedJob`](crate::store::ClaimedJob).
+macro_rules! take_job {
+    ($tx:expr, $id:expr, $filter:expr, $now:expr) => {{
+        let id: uuid::Uuid = $id;
+        let filter: &crate::store::ClaimFilter = $filter;
+        let row: crate::store::rows::DispatchRow = sqlx::query_as(crate::store::shared::TAKE_JOB)
+            .bind(id)
+            .bind(&filter.host)
+            .bind(filter.provisioner_id)
+            .bind(filter.lease_expires_at.as_micros())
+            .bind($now.as_micros())
+            .bind(crate::webhooks::runner_name(id))
+            .fetch_one(&mut *$tx)
+            .await?;
+        let installation: i64 = sqlx::query_scalar(
+            "SELECT github_installation_id FROM tenants WHERE id = \
+             (SELECT tenant_id FROM jobs WHERE id = $1)",
+        )
+        .bind(id)
+        .fetch_one(&mut *$tx)
+        .await?;
+        row.into_claimed(installation)?
+    }};
+}
+
+pub(super) use take_job;
+
 /// Moves job `$1` from `Queued` to `Provisioning` for a host.
 pub(super) const TAKE_JOB: &str = concat!(
     "UPDATE jobs SET status = 'Provisioning', host = $2, provisioner_token_id = $3, ",
