@@ -107,6 +107,24 @@ async fn queue(
         .collect()
 }
 
+/// Queues workflow jobs and waits until the server has them all `Queued` (webhooks are
+/// delivered in order, so the last one arriving means all did).
+async fn queue_and_wait(
+    server: &TestServer,
+    repo: &str,
+    label: &str,
+    count: u32,
+    duration: u64,
+) -> Vec<i64> {
+    let ids = queue(server, repo, label, count, duration).await;
+    let last = *ids.last().unwrap();
+    eventually("the jobs are queued", || async {
+        status_of(server, last).await == Some(JobStatus::Queued)
+    })
+    .await;
+    ids
+}
+
 /// Waits until `check` holds (webhooks are delivered in the background).
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -289,11 +307,7 @@ async fn hosts_claim_and_runners_finish_jobs(backend: Backend) {
         return;
     };
     let host = provisioner(&server).await;
-    let ids = queue(&server, "octo-org/api", "builtiful(ubuntu,8cpu)", 2, 1).await;
-    eventually("both jobs are queued", || async {
-        status_of(&server, ids[1]).await == Some(JobStatus::Queued)
-    })
-    .await;
+    let ids = queue_and_wait(&server, "octo-org/api", "builtiful(ubuntu,8cpu)", 2, 1).await;
     assert_eq!(
         host.claim_job(&claim("small", 4, None)).await.unwrap(),
         None,
@@ -392,11 +406,7 @@ async fn cancelled_workflows_stop_their_runners(backend: Backend) {
         return;
     };
     let host = provisioner(&server).await;
-    let ids = queue(&server, "octo-org/app", "builtiful(ubuntu)", 1, 0).await;
-    eventually("queued", || async {
-        status_of(&server, ids[0]).await == Some(JobStatus::Queued)
-    })
-    .await;
+    let ids = queue_and_wait(&server, "octo-org/app", "builtiful(ubuntu)", 1, 0).await;
     let job = host.claim_job(&claim("h", 2, None)).await.unwrap().unwrap();
     sandbox(
         &server,
@@ -481,11 +491,7 @@ async fn orphaned_runners_are_swept(backend: Backend) {
         return;
     };
     let host = provisioner(&server).await;
-    let ids = queue(&server, "octo-org/app", "builtiful(ubuntu)", 2, 0).await;
-    eventually("queued", || async {
-        status_of(&server, ids[1]).await == Some(JobStatus::Queued)
-    })
-    .await;
+    let ids = queue_and_wait(&server, "octo-org/app", "builtiful(ubuntu)", 2, 0).await;
     let kept = host.claim_job(&claim("h", 2, None)).await.unwrap().unwrap();
     let lost = host.claim_job(&claim("h", 2, None)).await.unwrap().unwrap();
     // The second job's host died and the job was given up on; its registration lingers.
@@ -558,11 +564,7 @@ async fn organization_runners_when_configured(backend: Backend) {
         return;
     };
     let host = provisioner(&server).await;
-    let ids = queue(&server, "octo-org/api", "builtiful(ubuntu)", 1, 0).await;
-    eventually("queued", || async {
-        status_of(&server, ids[0]).await == Some(JobStatus::Queued)
-    })
-    .await;
+    let ids = queue_and_wait(&server, "octo-org/api", "builtiful(ubuntu)", 1, 0).await;
     let job = host.claim_job(&claim("h", 2, None)).await.unwrap().unwrap();
     let org = RunnerScope::Organization {
         org: "octo-org".into(),

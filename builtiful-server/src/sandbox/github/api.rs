@@ -3,7 +3,7 @@
 //! and App endpoints. Runner, job and hook-delivery endpoints live in [`super::runners`]
 //! and [`super::webhooks`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
@@ -199,6 +199,22 @@ async fn rate_limit(
     response
 }
 
+/// What the live token the request presents grants, among `tokens` (user or installation).
+fn live_subject<T: Copy>(
+    parts: &Parts,
+    sim: &SimulatedGitHub,
+    tokens: fn(&World) -> &HashMap<secrets::Hash, Expiring<T>>,
+) -> Result<T, GitHubError> {
+    let token = credential(&parts.headers).ok_or(GitHubError::RequiresAuthentication)?;
+    let now = sim.now();
+    let world = sim.world();
+    tokens(&world)
+        .get(&secrets::hash(token))
+        .filter(|t| t.expires_at > now)
+        .map(|t| t.subject)
+        .ok_or(GitHubError::BadCredentials)
+}
+
 /// A request made with a live user access token (`ghu_`): the user's index.
 #[derive(Debug, Clone, Copy)]
 pub struct UserAuth(pub usize);
@@ -210,15 +226,7 @@ impl FromRequestParts<Arc<SimulatedGitHub>> for UserAuth {
         parts: &mut Parts,
         sim: &Arc<SimulatedGitHub>,
     ) -> Result<Self, GitHubError> {
-        let token = credential(&parts.headers).ok_or(GitHubError::RequiresAuthentication)?;
-        let now = sim.now();
-        let world = sim.world();
-        world
-            .user_tokens
-            .get(&secrets::hash(token))
-            .filter(|t| t.expires_at > now)
-            .map(|t| Self(t.subject))
-            .ok_or(GitHubError::BadCredentials)
+        live_subject(parts, sim, |world| &world.user_tokens).map(Self)
     }
 }
 
@@ -233,15 +241,7 @@ impl FromRequestParts<Arc<SimulatedGitHub>> for InstallationAuth {
         parts: &mut Parts,
         sim: &Arc<SimulatedGitHub>,
     ) -> Result<Self, GitHubError> {
-        let token = credential(&parts.headers).ok_or(GitHubError::RequiresAuthentication)?;
-        let now = sim.now();
-        let world = sim.world();
-        world
-            .installation_tokens
-            .get(&secrets::hash(token))
-            .filter(|t| t.expires_at > now)
-            .map(|t| Self(t.subject))
-            .ok_or(GitHubError::BadCredentials)
+        live_subject(parts, sim, |world| &world.installation_tokens).map(Self)
     }
 }
 
