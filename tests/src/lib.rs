@@ -123,7 +123,105 @@ pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     );
 }
 
-/// A sandbox server (`builtiful-server serve --sandbox`) on its own SQLite database.
+/// The variable naming a PostgreSQL server the tests may create databases on (CI:
+/// `postgres://postgres@127.0.0.1:5432/postgres`).
+pub const POSTGRES_URL_VAR: &str = "BUILTIFUL_TEST_POSTGRES_URL";
+
+/// A PostgreSQL database made for one test, dropped (with its connections) afterwards, unless
+/// `BUILTIFUL_TESTS_KEEP` is set.
+#[derive(Debug)]
+pub struct PostgresDb {
+    /// Its URL.
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl PostgresDb {
+    /// A new database on the server [`POSTGRES_URL_VAR`] names; `None`, with a note on stderr
+    /// that `test` is skipped, when the variable is not set.
+    pub fn create(test: &str) -> Option<Self> {
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let Ok(admin) = std::env::var(POSTGRES_URL_VAR) else {
+            eprintln!("skipped {test}: {POSTGRES_URL_VAR} is not set, so it has no PostgreSQL");
+            return None;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "builtiful_e2e_{}_{nanos}_{}",
+            std::process::id(),
+            COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        if let Err(error) = admin_statement(&admin, &format!("CREATE DATABASE {name}")) {
+            panic!("{error}");
+        }
+        let mut url = url::Url::parse(&admin)
+            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is not a URL: {e}"));
+        url.set_path(&name);
+        Some(Self {
+            url: url.to_string(),
+            admin,
+            name,
+        })
+    }
+}
+
+impl Drop for PostgresDb {
+    fn drop(&mut self) {
+        if std::env::var_os("BUILTIFUL_TESTS_KEEP").is_some() {
+            eprintln!("keeping the database {}", self.url);
+            return;
+        }
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(error) = admin_statement(&self.admin, &drop) {
+            eprintln!("cannot drop the test database: {error}");
+        }
+    }
+}
+
+/// Runs one statement on the PostgreSQL server at `admin`, on a thread of its own (so it also
+/// works in a drop, inside an async runtime or not).
+fn admin_statement(admin: &str, statement: &str) -> Result<(), String> {
+    let (admin, sent) = (admin.to_owned(), statement.to_owned());
+    std::thread::spawn(move || {
+        use sqlx::Connection;
+        let statement = sent;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .map_err(|e| format!("{POSTGRES_URL_VAR} is set but PostgreSQL refused: {e}"))?;
+            sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| format!("{statement}: {e}"))?;
+            let _ = conn.close().await;
+            Ok::<(), String>(())
+        })
+    })
+    .join()
+    .unwrap_or_else(|_| Err(format!("{statement}: the thread panicked")))
+}
+
+/// How to start a [`Sandbox`].
+#[derive(Debug, Clone, Default)]
+pub struct SandboxOptions {
+    /// The database (default: a new SQLite file in the sandbox's directory).
+    pub database_url: Option<String>,
+    /// The server binary (default: [`server_bin`]).
+    pub server: Option<PathBuf>,
+    /// Extra `serve` flags.
+    pub args: Vec<String>,
+}
+
+/// A sandbox server (`builtiful-server serve --sandbox`), on its own SQLite database unless
+/// told otherwise.
 #[allow(missing_debug_implementations)]
 pub struct Sandbox {
     /// Holds the database, logs and everything else of the test.
@@ -132,6 +230,9 @@ pub struct Sandbox {
     pub url: String,
     /// The port, kept across restarts.
     pub port: u16,
+    database_url: String,
+    server: PathBuf,
+    args: Vec<String>,
     child: Option<Child>,
     runtime: tokio::runtime::Runtime,
     store: OnceLock<Arc<dyn Store>>,
@@ -140,6 +241,11 @@ pub struct Sandbox {
 impl Sandbox {
     /// Starts a sandbox server on a free port.
     pub fn start() -> Self {
+        Self::start_with(SandboxOptions::default())
+    }
+
+    /// Starts a sandbox server on a free port, as `options` say.
+    pub fn start_with(options: SandboxOptions) -> Self {
         let mut dir = tempfile::tempdir().unwrap();
         if std::env::var_os("BUILTIFUL_TESTS_KEEP").is_some() {
             // For a post-mortem: the database, the server's and provisioners' logs, job logs.
@@ -150,10 +256,16 @@ impl Sandbox {
             .enable_all()
             .build()
             .unwrap();
+        let database_url = options
+            .database_url
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("db.sqlite").display()));
         let mut sandbox = Self {
             dir,
             url: String::new(),
             port: 0,
+            database_url,
+            server: options.server.unwrap_or_else(server_bin),
+            args: options.args,
             child: None,
             runtime,
             store: OnceLock::new(),
@@ -162,13 +274,13 @@ impl Sandbox {
         sandbox
     }
 
-    /// The SQLite database URL.
+    /// The database URL.
     pub fn database_url(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("db.sqlite").display())
+        self.database_url.clone()
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(server_bin());
+        let mut command = Command::new(&self.server);
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -187,6 +299,7 @@ impl Sandbox {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
+            .args(&self.args)
             .env("BUILTIFUL_LOG_FORMAT", "json")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -253,7 +366,7 @@ impl Sandbox {
 
     /// Queues `count` workflow jobs in the simulated GitHub; their workflow job ids.
     pub fn queue(&self, repo: &str, label: &str, count: u32, duration: u64) -> Vec<u64> {
-        let output = Command::new(server_bin())
+        let output = Command::new(&self.server)
             .args([
                 "sandbox", "queue", "--server", &self.url, "--repo", repo, "--label", label,
             ])
@@ -279,7 +392,7 @@ impl Sandbox {
 
     /// Cancels a workflow job in the simulated GitHub.
     pub fn cancel(&self, workflow_job_id: u64) {
-        let output = Command::new(server_bin())
+        let output = Command::new(&self.server)
             .args([
                 "sandbox",
                 "cancel",
@@ -339,39 +452,47 @@ impl Sandbox {
         })
     }
 
-    /// Runs one SQL statement or query on the server's database; the rows as JSON-ish strings.
+    /// Runs one SQL statement or query on the server's database (SQLite or PostgreSQL); the
+    /// rows as strings (text and integer columns; cast others, e.g. `id::text`).
     pub fn sql(&self, query: &str) -> Vec<Vec<Option<String>>> {
-        use sqlx::Row;
+        let url = self.database_url();
+        let query = sqlx::AssertSqlSafe(query.to_owned());
         self.runtime.block_on(async {
-            let pool = sqlx::SqlitePool::connect(&self.database_url())
-                .await
-                .unwrap();
-            let rows = sqlx::query(sqlx::AssertSqlSafe(query.to_owned()))
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-            let out = rows
-                .iter()
-                .map(|row| {
-                    (0..row.columns().len())
-                        .map(|i| {
-                            row.try_get::<Option<String>, _>(i)
-                                .ok()
-                                .flatten()
-                                .or_else(|| {
-                                    row.try_get::<Option<i64>, _>(i)
-                                        .ok()
-                                        .flatten()
-                                        .map(|n| n.to_string())
-                                })
-                        })
-                        .collect()
-                })
-                .collect();
-            pool.close().await;
-            out
+            if url.starts_with("postgres") {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                let rows = sqlx::query(query).fetch_all(&pool).await.unwrap();
+                pool.close().await;
+                rows.iter().map(row_strings).collect()
+            } else {
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                let rows = sqlx::query(query).fetch_all(&pool).await.unwrap();
+                pool.close().await;
+                rows.iter().map(row_strings).collect()
+            }
         })
     }
+}
+
+/// A row's columns as strings: text as it is, integers in decimal, anything else `None`.
+fn row_strings<R: sqlx::Row>(row: &R) -> Vec<Option<String>>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    (0..row.columns().len())
+        .map(|i| {
+            row.try_get::<Option<String>, _>(i)
+                .ok()
+                .flatten()
+                .or_else(|| {
+                    row.try_get::<Option<i64>, _>(i)
+                        .ok()
+                        .flatten()
+                        .map(|n| n.to_string())
+                })
+        })
+        .collect()
 }
 
 impl Drop for Sandbox {
@@ -433,7 +554,7 @@ impl Provisioner {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &dir)
             .env("BUILTIFUL_TOKEN", token)
-            .env("BUILTIFUL_SANDBOX_SERVER_BIN", server_bin())
+            .env("BUILTIFUL_SANDBOX_SERVER_BIN", &sandbox.server)
             .env("BUILTIFUL_SANDBOX_IDLE_TIMEOUT", "30")
             .env("RUST_LOG", "info")
             .args([

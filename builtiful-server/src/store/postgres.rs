@@ -9,9 +9,9 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use super::shared::{PICK_JOB, impl_store, take_job};
+use super::rows::InstalledDispatchRow;
+use super::shared::{claim_assignments, impl_store};
 use super::{Backend, ClaimFilter, ClaimedJob, Result};
 
 /// The `NOTIFY` channel on which servers tell each other that jobs can be claimed.
@@ -25,7 +25,15 @@ pub struct PostgresStore {
     pool: PgPool,
     /// The connection holding the reconciler's advisory lock, while this server leads.
     leader: Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>,
+    /// Claims in flight at once. Every claim reaches for the same few rows at the head of the
+    /// queue; beyond a few at a time they only wait on each other's buffer locks inside the
+    /// database (measured: 4 concurrent claims take ~1,000 jobs/s on 2 cores where 32 take
+    /// ~700), so the rest wait here, in line.
+    claims: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many claims a server runs against PostgreSQL at once; see `PostgresStore::claims`.
+const CONCURRENT_CLAIMS: usize = 4;
 
 impl PostgresStore {
     /// Connects to a `postgres://` URL and migrates the database (migrations take an advisory
@@ -40,6 +48,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             leader: Arc::default(),
+            claims: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CLAIMS)),
         })
     }
 
@@ -55,59 +64,27 @@ impl PostgresStore {
         Ok(self.pool.begin().await?)
     }
 
-    /// Claims with row locks: concurrent pollers skip jobs another transaction is taking
-    /// (`FOR UPDATE SKIP LOCKED`) instead of queueing behind it.
+    /// Claims in one statement, which commits alone: pick, lock and take, with no round trip
+    /// while a row is locked. Concurrent pollers skip the rows others are taking (`SKIP
+    /// LOCKED`) and move on to the tenant's next job, then to the next tenant in line.
     async fn claim(&self, filter: &ClaimFilter, now: Timestamp) -> Result<Option<ClaimedJob>> {
-        let arch = filter.architecture.as_str();
-        let vcpus = i64::from(filter.available_vcpus);
-        let mut tx = self.pool.begin().await?;
-        let Some(candidate) = sqlx::query_scalar::<_, Uuid>(PICK_JOB)
-            .bind(arch)
-            .bind(vcpus)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(None);
-        };
-        // The fair pick, if no one else is taking it; else the same tenant's next fitting job;
-        // else any fitting job (fairness yields to progress under contention).
-        let mut locked: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE id = $1 AND status = 'Queued' FOR UPDATE SKIP LOCKED",
-        )
-        .bind(candidate)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if locked.is_none() {
-            locked = sqlx::query_scalar(
-                "SELECT id FROM jobs WHERE status = 'Queued' AND NOT waiting \
-                 AND cpu_architecture = $1 AND vcpus <= $2 \
-                 AND tenant_id = (SELECT tenant_id FROM jobs WHERE id = $3) \
-                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
-            )
-            .bind(arch)
-            .bind(vcpus)
-            .bind(candidate)
-            .fetch_optional(&mut *tx)
+        let _turn = self
+            .claims
+            .acquire()
+            .await
+            .expect("the claim gate is never closed");
+        let taken: Option<InstalledDispatchRow> = sqlx::query_as(CLAIM_JOB)
+            .bind(filter.architecture.as_str())
+            .bind(i64::from(filter.available_vcpus))
+            .bind(&filter.host)
+            .bind(filter.provisioner_id)
+            .bind(filter.lease_expires_at.as_micros())
+            .bind(now.as_micros())
+            .bind(crate::webhooks::RUNNER_PREFIX)
+            .bind(crate::webhooks::runner_claim_suffix())
+            .fetch_optional(&self.pool)
             .await?;
-        }
-        if locked.is_none() {
-            locked = sqlx::query_scalar(
-                "SELECT id FROM jobs WHERE status = 'Queued' AND NOT waiting \
-                 AND cpu_architecture = $1 AND vcpus <= $2 AND tenant_id IN \
-                 (SELECT id FROM tenants WHERE uninstalled_at IS NULL AND NOT github_installation_suspended) \
-                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
-            )
-            .bind(arch)
-            .bind(vcpus)
-            .fetch_optional(&mut *tx)
-            .await?;
-        }
-        let Some(id) = locked else {
-            return Ok(None);
-        };
-        let claimed = take_job!(&mut *tx, id, filter, now);
-        tx.commit().await?;
-        Ok(Some(claimed))
+        taken.map(TryInto::try_into).transpose()
     }
 
     /// Holds the reconciler's advisory lock on a dedicated connection: the lock lives as long
@@ -183,3 +160,85 @@ impl PostgresStore {
 }
 
 impl_store!(PostgresStore, Backend::Postgres);
+
+/// The id of tenant `t`'s oldest claimable job of one size, if the host (`$1` architecture,
+/// `$2` free vCPUs) and the tenant's quota (`held.vcpus` held now) leave room for it; NULL
+/// otherwise. The size is a literal, not a parameter, so that the planner weighs each probe
+/// with what it knows of that size (one `jobs_queued_size` lookup), and one uncorrelated
+/// probe of the whole queue (`jobs_queued_fit`, once per statement) rules out a size no one
+/// queued before any tenant is looked at.
+macro_rules! oldest_of_size {
+    ($vcpus:literal) => {
+        concat!(
+            "CASE WHEN $2 >= ",
+            $vcpus,
+            " AND (t.vcpu_quota IS NULL OR held.vcpus + ",
+            $vcpus,
+            " <= t.vcpu_quota)",
+            " AND EXISTS (SELECT FROM jobs q WHERE q.status = 'Queued' AND NOT q.waiting",
+            " AND q.cpu_architecture = $1 AND q.vcpus = ",
+            $vcpus,
+            ")",
+            " THEN (SELECT j.id FROM jobs j WHERE j.tenant_id = t.id AND j.status = 'Queued'",
+            " AND NOT j.waiting AND j.cpu_architecture = $1 AND j.vcpus = ",
+            $vcpus,
+            " ORDER BY j.id LIMIT 1) END"
+        )
+    };
+}
+
+/// Takes a job for a host with `$2` free vCPUs of architecture `$1`, naming its runner
+/// `$7 || id || $8`.
+///
+/// `line`: every tenant with a job that fits, with the vCPUs it holds now (the sum of its
+/// `tenant_held_vcpus` shards, kept by triggers) and its oldest job that fits (one probe
+/// per size, [`VCPU_CHOICES`]); evaluated once. Tenants go in order of held vCPUs, then of
+/// that oldest job. The first tenant whose jobs of that size are not all being taken by
+/// others gives its oldest free one (`SKIP LOCKED`). The cost follows the number of
+/// tenants, not the length of the queue.
+///
+/// Under contention a claim may take a tenant's later job of the same size, or go to the
+/// next tenant, rather than wait. The quota check reads held vCPUs without a lock: claims
+/// racing for one tenant can take it over its quota by the jobs in flight.
+///
+/// [`VCPU_CHOICES`]: builtiful_core::label::VCPU_CHOICES
+const CLAIM_JOB: &str = concat!(
+    "WITH line AS MATERIALIZED (SELECT t.id AS tenant_id, held.vcpus AS held, LEAST(",
+    oldest_of_size!("2"),
+    ", ",
+    oldest_of_size!("4"),
+    ", ",
+    oldest_of_size!("8"),
+    ", ",
+    oldest_of_size!("16"),
+    ", ",
+    oldest_of_size!("32"),
+    ", ",
+    oldest_of_size!("64"),
+    ") AS oldest_id FROM tenants t ",
+    "CROSS JOIN LATERAL (SELECT CAST(COALESCE(SUM(h.vcpus), 0) AS BIGINT) AS vcpus ",
+    "FROM tenant_held_vcpus h WHERE h.tenant_id = t.id) held ",
+    "WHERE t.uninstalled_at IS NULL AND NOT t.github_installation_suspended) ",
+    "UPDATE jobs SET ",
+    claim_assignments!("$7 || id::text || $8"),
+    " WHERE status = 'Queued' AND id = (SELECT pick.id FROM (",
+    "SELECT line.tenant_id, line.oldest_id, oldest.vcpus FROM line ",
+    "JOIN jobs oldest ON oldest.id = line.oldest_id ORDER BY line.held, line.oldest_id) fair ",
+    "CROSS JOIN LATERAL (SELECT j.id FROM jobs j WHERE j.tenant_id = fair.tenant_id ",
+    "AND j.status = 'Queued' AND NOT j.waiting AND j.cpu_architecture = $1 ",
+    "AND j.vcpus = fair.vcpus AND j.id >= fair.oldest_id ",
+    "ORDER BY j.id LIMIT 1 FOR UPDATE SKIP LOCKED) pick LIMIT 1) RETURNING ",
+    crate::store::rows::installed_dispatch_columns!()
+);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_size_is_probed() {
+        for vcpus in builtiful_core::label::VCPU_CHOICES {
+            let probe = format!("AND j.vcpus = {vcpus} ORDER BY");
+            assert_eq!(super::CLAIM_JOB.matches(&probe).count(), 1, "{vcpus} vCPUs");
+        }
+        assert_eq!(super::CLAIM_JOB.matches("THEN (SELECT j.id").count(), 6);
+    }
+}

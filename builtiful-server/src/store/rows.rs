@@ -194,6 +194,18 @@ macro_rules! dispatch_columns {
 }
 pub(super) use dispatch_columns;
 
+/// The columns of an [`InstalledDispatchRow`], selected from `jobs`.
+macro_rules! installed_dispatch_columns {
+    () => {
+        concat!(
+            crate::store::rows::dispatch_columns!(),
+            ", (SELECT github_installation_id FROM tenants WHERE tenants.id = jobs.tenant_id) \
+             AS github_installation_id"
+        )
+    };
+}
+pub(super) use installed_dispatch_columns;
+
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct DispatchRow {
     // Fields read by the backends' claim code.
@@ -204,17 +216,19 @@ pub(super) struct DispatchRow {
     pub(super) runner_name: Option<String>,
 }
 
+/// A job's dispatch state with its tenant's installation: what a claim answers, and what the
+/// reconciler reads of an expired lease.
 #[derive(Debug, sqlx::FromRow)]
-pub(super) struct ExpiredRow {
+pub(super) struct InstalledDispatchRow {
     #[sqlx(flatten)]
     dispatch: DispatchRow,
     github_installation_id: i64,
 }
 
-impl TryFrom<ExpiredRow> for super::ExpiredLease {
+impl TryFrom<InstalledDispatchRow> for super::ExpiredLease {
     type Error = StoreError;
 
-    fn try_from(row: ExpiredRow) -> Result<Self> {
+    fn try_from(row: InstalledDispatchRow) -> Result<Self> {
         Ok(Self {
             job: row.dispatch.job.try_into()?,
             github_installation_id: row.github_installation_id,
@@ -224,16 +238,18 @@ impl TryFrom<ExpiredRow> for super::ExpiredLease {
     }
 }
 
-impl DispatchRow {
-    /// The claimed job, with its tenant's installation.
-    pub(super) fn into_claimed(self, github_installation_id: i64) -> Result<super::ClaimedJob> {
-        let job: Job = self.job.try_into()?;
-        let runner_name = self
+impl TryFrom<InstalledDispatchRow> for super::ClaimedJob {
+    type Error = StoreError;
+
+    fn try_from(row: InstalledDispatchRow) -> Result<Self> {
+        let job: Job = row.dispatch.job.try_into()?;
+        let runner_name = row
+            .dispatch
             .runner_name
             .ok_or_else(|| corrupt(format!("claimed job {} has no runner name", job.id)))?;
-        Ok(super::ClaimedJob {
+        Ok(Self {
             job,
-            github_installation_id,
+            github_installation_id: row.github_installation_id,
             runner_name,
         })
     }

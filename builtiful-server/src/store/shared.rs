@@ -714,10 +714,9 @@ macro_rules! impl_store {
                 now: builtiful_core::Timestamp,
                 limit: u32,
             ) -> crate::store::Result<Vec<crate::store::ExpiredLease>> {
-                let rows: Vec<crate::store::rows::ExpiredRow> = sqlx::query_as(concat!(
-                    "SELECT ", crate::store::rows::dispatch_columns!(),
-                    ", (SELECT github_installation_id FROM tenants WHERE tenants.id = jobs.tenant_id) ",
-                    "AS github_installation_id FROM jobs WHERE lease_expires_at < $1 ",
+                let rows: Vec<crate::store::rows::InstalledDispatchRow> = sqlx::query_as(concat!(
+                    "SELECT ", crate::store::rows::installed_dispatch_columns!(),
+                    " FROM jobs WHERE lease_expires_at < $1 ",
                     "AND status IN ('Provisioning', 'Running') ORDER BY lease_expires_at LIMIT $2"
                 ))
                 .bind(now.as_micros())
@@ -791,10 +790,9 @@ macro_rules! impl_store {
                 now: builtiful_core::Timestamp,
             ) -> crate::store::Result<Vec<crate::store::ExpiredLease>> {
                 let grace = i64::try_from(grace_secs).unwrap_or(i64::MAX / 2_000_000);
-                let rows: Vec<crate::store::rows::ExpiredRow> = sqlx::query_as(concat!(
-                    "SELECT ", crate::store::rows::dispatch_columns!(),
-                    ", (SELECT github_installation_id FROM tenants WHERE tenants.id = jobs.tenant_id) ",
-                    "AS github_installation_id FROM jobs WHERE status = 'Running' ",
+                let rows: Vec<crate::store::rows::InstalledDispatchRow> = sqlx::query_as(concat!(
+                    "SELECT ", crate::store::rows::installed_dispatch_columns!(),
+                    " FROM jobs WHERE status = 'Running' ",
                     "AND started_at + (max_run_time + $2) * 1000000 < $1"
                 ))
                 .bind(now.as_micros())
@@ -1148,56 +1146,20 @@ pub(super) type Held = (
     Option<i64>,
 );
 
-/// The oldest claimable job of the tenant that holds the fewest vCPUs now, among tenants with
-/// a job that fits the host (and their quota). `$1` architecture, `$2` free vCPUs. Served by
-/// `jobs_queued` (per tenant, in id order) and `tenants.held_vcpus` (kept by triggers), so its
-/// cost follows the number of tenants, not the length of the queue or the number running.
-pub(super) const PICK_JOB: &str = "\
-    SELECT job_id FROM ( \
-        SELECT t.held_vcpus AS held, \
-            (SELECT j.id FROM jobs j WHERE j.tenant_id = t.id AND j.status = 'Queued' \
-                AND NOT j.waiting AND j.cpu_architecture = $1 AND j.vcpus <= $2 \
-                AND (t.vcpu_quota IS NULL OR t.held_vcpus + j.vcpus <= t.vcpu_quota) \
-             ORDER BY j.id LIMIT 1) AS job_id \
-        FROM tenants t \
-        WHERE t.uninstalled_at IS NULL AND NOT t.github_installation_suspended \
-    ) candidates \
-    WHERE job_id IS NOT NULL ORDER BY held, job_id LIMIT 1";
-
-/// Moves the picked job from `Queued` to `Provisioning` for the host, on an open
-/// transaction, and evaluates to the [`ClaimedJob`](crate::store::ClaimedJob).
-macro_rules! take_job {
-    ($tx:expr, $id:expr, $filter:expr, $now:expr) => {{
-        let id: uuid::Uuid = $id;
-        let filter: &crate::store::ClaimFilter = $filter;
-        let row: crate::store::rows::DispatchRow = sqlx::query_as(crate::store::shared::TAKE_JOB)
-            .bind(id)
-            .bind(&filter.host)
-            .bind(filter.provisioner_id)
-            .bind(filter.lease_expires_at.as_micros())
-            .bind($now.as_micros())
-            .bind(crate::webhooks::runner_name(id))
-            .fetch_one(&mut *$tx)
-            .await?;
-        let installation: i64 = sqlx::query_scalar(
-            "SELECT github_installation_id FROM tenants WHERE id = \
-             (SELECT tenant_id FROM jobs WHERE id = $1)",
+/// What a claim sets on the job it takes from `Queued` to `Provisioning`. Parameters: `$3`
+/// host, `$4` provisioner, `$5` lease expiry, `$6` now; the runner name is an expression the
+/// backend gives.
+macro_rules! claim_assignments {
+    ($runner_name:literal) => {
+        concat!(
+            "status = 'Provisioning', host = $3, provisioner_token_id = $4, ",
+            "lease_expires_at = $5, provisioner_picked_up_at = $6, updated_at = $6, ",
+            "attempts = attempts + 1, runner_name = ",
+            $runner_name,
+            ", claimed_as = id, runner_id = NULL, runner_started_at = NULL, ",
+            "runner_exited_at = NULL, runner_exit_code = NULL, runner_message = NULL"
         )
-        .bind(id)
-        .fetch_one(&mut *$tx)
-        .await?;
-        row.into_claimed(installation)?
-    }};
+    };
 }
 
-pub(super) use take_job;
-
-/// Moves job `$1` from `Queued` to `Provisioning` for a host.
-pub(super) const TAKE_JOB: &str = concat!(
-    "UPDATE jobs SET status = 'Provisioning', host = $2, provisioner_token_id = $3, ",
-    "lease_expires_at = $4, provisioner_picked_up_at = $5, updated_at = $5, ",
-    "attempts = attempts + 1, runner_name = $6, claimed_as = $1, runner_id = NULL, runner_started_at = NULL, ",
-    "runner_exited_at = NULL, runner_exit_code = NULL, runner_message = NULL ",
-    "WHERE id = $1 AND status = 'Queued' RETURNING ",
-    crate::store::rows::dispatch_columns!()
-);
+pub(super) use claim_assignments;

@@ -17,7 +17,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::shared::{PICK_JOB, impl_store, take_job};
+use super::rows::InstalledDispatchRow;
+use super::shared::{claim_assignments, impl_store};
 use super::{Backend, ClaimFilter, ClaimedJob, Result, StoreError};
 
 /// The SQLite store.
@@ -70,8 +71,10 @@ impl SqliteStore {
     }
 
     /// Claims under the single writer. The pick runs first on a reader, so a poll that finds
-    /// nothing never waits for the write lock; a pick that finds a job is repeated inside
-    /// `BEGIN IMMEDIATE`, where nothing can change under it.
+    /// nothing never waits for the write lock; a pick that finds a job is repeated on the
+    /// writer, whose one connection this holds, so nothing in this process writes between
+    /// the pick and the take. (Another process, a `builtiful-server` command, may: the take is
+    /// a compare-and-set on `Queued`, and a lost race picks again.)
     async fn claim(&self, filter: &ClaimFilter, now: Timestamp) -> Result<Option<ClaimedJob>> {
         let arch = filter.architecture.as_str();
         let vcpus = i64::from(filter.available_vcpus);
@@ -83,18 +86,31 @@ impl SqliteStore {
         if candidate.is_none() {
             return Ok(None);
         }
-        let mut tx = self.begin_write().await?;
-        let Some(id) = sqlx::query_scalar::<_, Uuid>(PICK_JOB)
-            .bind(arch)
-            .bind(vcpus)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let claimed = take_job!(&mut *tx, id, filter, now);
-        tx.commit().await?;
-        Ok(Some(claimed))
+        let mut writer = self.writer.acquire().await?;
+        loop {
+            let Some(id) = sqlx::query_scalar::<_, Uuid>(PICK_JOB)
+                .bind(arch)
+                .bind(vcpus)
+                .fetch_optional(&mut *writer)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let taken: Option<InstalledDispatchRow> = sqlx::query_as(TAKE_JOB)
+                .bind(arch)
+                .bind(vcpus)
+                .bind(&filter.host)
+                .bind(filter.provisioner_id)
+                .bind(filter.lease_expires_at.as_micros())
+                .bind(now.as_micros())
+                .bind(crate::webhooks::runner_name(id))
+                .bind(id)
+                .fetch_optional(&mut *writer)
+                .await?;
+            if let Some(row) = taken {
+                return Ok(Some(row.try_into()?));
+            }
+        }
     }
 
     /// One process is the whole server: it always leads.
@@ -119,3 +135,53 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, Backend::Sqlite);
+
+/// The sizes a job can have, as a table `size(vcpus)`: a claim looks up a tenant's oldest
+/// queued job of each size that fits (served by `jobs_queued_size`) instead of walking its
+/// queue past the jobs too large for the host. Kept equal to [`VCPU_CHOICES`] by a test.
+///
+/// [`VCPU_CHOICES`]: builtiful_core::label::VCPU_CHOICES
+macro_rules! vcpu_sizes {
+    () => {
+        "(SELECT 2 AS vcpus UNION ALL SELECT 4 UNION ALL SELECT 8 UNION ALL SELECT 16 \
+         UNION ALL SELECT 32 UNION ALL SELECT 64) size"
+    };
+}
+
+/// The oldest claimable job of the tenant that holds the fewest vCPUs now, among tenants with
+/// a job that fits the host (and their quota). `$1` architecture, `$2` free vCPUs. Served by
+/// `jobs_queued_size` (per tenant and size, in id order) and `tenants.held_vcpus` (kept by
+/// triggers), so its cost follows the number of tenants, not the length of the queue or the
+/// number of jobs running.
+const PICK_JOB: &str = concat!(
+    "SELECT job_id FROM (SELECT t.held_vcpus AS held, (SELECT MIN(( ",
+    "SELECT j.id FROM jobs j WHERE j.tenant_id = t.id AND j.status = 'Queued' ",
+    "AND NOT j.waiting AND j.cpu_architecture = $1 AND j.vcpus = size.vcpus ",
+    "ORDER BY j.id LIMIT 1)) FROM ",
+    vcpu_sizes!(),
+    " WHERE size.vcpus <= $2 ",
+    "AND (t.vcpu_quota IS NULL OR t.held_vcpus + size.vcpus <= t.vcpu_quota)) AS job_id ",
+    "FROM tenants t WHERE t.uninstalled_at IS NULL AND NOT t.github_installation_suspended) ",
+    "WHERE job_id IS NOT NULL ORDER BY held, job_id LIMIT 1"
+);
+
+/// Moves job `$8`, picked by [`PICK_JOB`] for architecture `$1` and `$2` free vCPUs, from
+/// `Queued` to `Provisioning`, naming its runner `$7`.
+const TAKE_JOB: &str = concat!(
+    "UPDATE jobs SET ",
+    claim_assignments!("$7"),
+    " WHERE id = $8 AND status = 'Queued' AND cpu_architecture = $1 AND vcpus <= $2 RETURNING ",
+    crate::store::rows::installed_dispatch_columns!()
+);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn vcpu_sizes_are_the_label_grammars() {
+        let listed: Vec<u32> = vcpu_sizes!()
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        assert_eq!(listed, builtiful_core::label::VCPU_CHOICES);
+    }
+}

@@ -18,7 +18,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, RawBody};
 use payload::{Envelope, InstallationEvent, WorkflowJobEvent};
 
-pub use workflow_job::{RUNNER_PREFIX, is_our_runner, runner_name};
+pub use workflow_job::{RUNNER_PREFIX, is_our_runner, runner_claim_suffix, runner_name};
 
 /// GitHub's largest webhook body.
 pub const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;

@@ -17,8 +17,14 @@ pub const RUNNER_PREFIX: &str = "builtiful-";
 
 /// The name of the runner registered for one claim of a job.
 pub fn runner_name(job_id: Uuid) -> String {
+    format!("{RUNNER_PREFIX}{job_id}{}", runner_claim_suffix())
+}
+
+/// What follows the job id in a runner's name: a new random tag for each claim. (For a
+/// claim that learns the job's id only in the database, which joins the parts itself.)
+pub fn runner_claim_suffix() -> String {
     let claim: [u8; 4] = rand::random();
-    format!("{RUNNER_PREFIX}{job_id}-{}", hex::encode(claim))
+    format!("-{}", hex::encode(claim))
 }
 
 /// Whether a runner is one Builtiful registered.

@@ -495,19 +495,35 @@ pub async fn bulk_insert_jobs(
     }
 }
 
-/// Asserts that every tenant's `held_vcpus` (kept by triggers) equals the vCPUs of its
-/// provisioning and running jobs.
+/// Asserts that every tenant's held vCPUs (kept by triggers: a column on SQLite, shards on
+/// PostgreSQL) equal the vCPUs of its provisioning and running jobs.
 pub async fn assert_held_vcpus_exact(url: &str) {
     use sqlx::Connection;
-    let sql = "SELECT t.github_login, t.held_vcpus, \
-        CAST(COALESCE((SELECT SUM(vcpus) FROM jobs j WHERE j.tenant_id = t.id \
-            AND j.status IN ('Provisioning', 'Running')), 0) AS BIGINT) FROM tenants t";
+    macro_rules! held_and_actual {
+        ($held:literal) => {
+            concat!(
+                "SELECT t.github_login, ",
+                $held,
+                ", CAST(COALESCE((SELECT SUM(vcpus) FROM jobs j WHERE j.tenant_id = t.id ",
+                "AND j.status IN ('Provisioning', 'Running')), 0) AS BIGINT) FROM tenants t"
+            )
+        };
+    }
     let rows: Vec<(String, i64, i64)> = if url.starts_with("sqlite:") {
         let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
+        sqlx::query_as(held_and_actual!("t.held_vcpus"))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
     } else {
         let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-        sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
+        sqlx::query_as(held_and_actual!(
+            "CAST(COALESCE((SELECT SUM(h.vcpus) FROM tenant_held_vcpus h \
+             WHERE h.tenant_id = t.id), 0) AS BIGINT)"
+        ))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
     };
     for (login, kept, actual) in rows {
         assert_eq!(kept, actual, "held vCPUs of {login}");
