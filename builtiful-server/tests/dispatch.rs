@@ -92,9 +92,19 @@ async fn concurrent_pollers_claim_each_job_once(backend: Backend) {
                     Some(job) => {
                         assert!(job.job.vcpus <= offered, "{} > {offered}", job.job.vcpus);
                         assert_eq!(job.job.status, JobStatus::Provisioning);
+                        // Named as `webhooks::runner_name` names it, even where the
+                        // database spells the name.
+                        let claim = job
+                            .runner_name
+                            .strip_prefix(&format!("builtiful-{}-", job.job.id))
+                            .unwrap_or_else(|| panic!("runner name {}", job.runner_name));
                         assert!(
+                            claim.len() == 8
+                                && claim
+                                    .bytes()
+                                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                            "runner name {}",
                             job.runner_name
-                                .starts_with(&format!("builtiful-{}-", job.job.id))
                         );
                         claimed.push(job.job.id);
                     }

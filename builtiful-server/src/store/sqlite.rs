@@ -5,6 +5,7 @@
 //! read before they write start with `BEGIN IMMEDIATE`, so they can never deadlock on upgrade.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -26,6 +27,8 @@ use super::{Backend, ClaimFilter, ClaimedJob, Result, StoreError};
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
+    /// Whether the last claim took a job: a hint for the next one, never a guarantee.
+    last_claim_found: Arc<AtomicBool>,
 }
 
 impl SqliteStore {
@@ -55,7 +58,11 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { reader, writer })
+        Ok(Self {
+            reader,
+            writer,
+            last_claim_found: Arc::default(),
+        })
     }
 
     fn reader(&self) -> &SqlitePool {
@@ -70,47 +77,37 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    /// Claims under the single writer. The pick runs first on a reader, so a poll that finds
-    /// nothing never waits for the write lock; a pick that finds a job is repeated on the
-    /// writer, whose one connection this holds, so nothing in this process writes between
-    /// the pick and the take. (Another process, a `builtiful-server` command, may: the take is
-    /// a compare-and-set on `Queued`, and a lost race picks again.)
+    /// Claims under the single writer, in one statement: pick and take. While claims find
+    /// nothing, the pick runs first on a reader, so that empty polls do not wait in line for
+    /// the write lock behind each other; while they find jobs, that look is skipped, as it
+    /// would find one too and only cost the claim a second pick.
     async fn claim(&self, filter: &ClaimFilter, now: Timestamp) -> Result<Option<ClaimedJob>> {
         let arch = filter.architecture.as_str();
         let vcpus = i64::from(filter.available_vcpus);
-        let candidate: Option<Uuid> = sqlx::query_scalar(PICK_JOB)
-            .bind(arch)
-            .bind(vcpus)
-            .fetch_optional(&self.reader)
-            .await?;
-        if candidate.is_none() {
-            return Ok(None);
-        }
-        let mut writer = self.writer.acquire().await?;
-        loop {
-            let Some(id) = sqlx::query_scalar::<_, Uuid>(PICK_JOB)
+        if !self.last_claim_found.load(Ordering::Relaxed) {
+            let candidate: Option<Uuid> = sqlx::query_scalar(PICK_JOB)
                 .bind(arch)
                 .bind(vcpus)
-                .fetch_optional(&mut *writer)
-                .await?
-            else {
-                return Ok(None);
-            };
-            let taken: Option<InstalledDispatchRow> = sqlx::query_as(TAKE_JOB)
-                .bind(arch)
-                .bind(vcpus)
-                .bind(&filter.host)
-                .bind(filter.provisioner_id)
-                .bind(filter.lease_expires_at.as_micros())
-                .bind(now.as_micros())
-                .bind(crate::webhooks::runner_name(id))
-                .bind(id)
-                .fetch_optional(&mut *writer)
+                .fetch_optional(&self.reader)
                 .await?;
-            if let Some(row) = taken {
-                return Ok(Some(row.try_into()?));
+            if candidate.is_none() {
+                return Ok(None);
             }
         }
+        let taken: Option<InstalledDispatchRow> = sqlx::query_as(CLAIM_JOB)
+            .bind(arch)
+            .bind(vcpus)
+            .bind(&filter.host)
+            .bind(filter.provisioner_id)
+            .bind(filter.lease_expires_at.as_micros())
+            .bind(now.as_micros())
+            .bind(crate::webhooks::RUNNER_PREFIX)
+            .bind(crate::webhooks::runner_claim_suffix())
+            .fetch_optional(&self.writer)
+            .await?;
+        self.last_claim_found
+            .store(taken.is_some(), Ordering::Relaxed);
+        taken.map(TryInto::try_into).transpose()
     }
 
     /// One process is the whole server: it always leads.
@@ -153,24 +150,37 @@ macro_rules! vcpu_sizes {
 /// `jobs_queued_size` (per tenant and size, in id order) and `tenants.held_vcpus` (kept by
 /// triggers), so its cost follows the number of tenants, not the length of the queue or the
 /// number of jobs running.
-const PICK_JOB: &str = concat!(
-    "SELECT job_id FROM (SELECT t.held_vcpus AS held, (SELECT MIN(( ",
-    "SELECT j.id FROM jobs j WHERE j.tenant_id = t.id AND j.status = 'Queued' ",
-    "AND NOT j.waiting AND j.cpu_architecture = $1 AND j.vcpus = size.vcpus ",
-    "ORDER BY j.id LIMIT 1)) FROM ",
-    vcpu_sizes!(),
-    " WHERE size.vcpus <= $2 ",
-    "AND (t.vcpu_quota IS NULL OR t.held_vcpus + size.vcpus <= t.vcpu_quota)) AS job_id ",
-    "FROM tenants t WHERE t.uninstalled_at IS NULL AND NOT t.github_installation_suspended) ",
-    "WHERE job_id IS NOT NULL ORDER BY held, job_id LIMIT 1"
-);
+macro_rules! pick_job {
+    () => {
+        concat!(
+            "SELECT job_id FROM (SELECT t.held_vcpus AS held, (SELECT MIN(( ",
+            "SELECT j.id FROM jobs j WHERE j.tenant_id = t.id AND j.status = 'Queued' ",
+            "AND NOT j.waiting AND j.cpu_architecture = $1 AND j.vcpus = size.vcpus ",
+            "ORDER BY j.id LIMIT 1)) FROM ",
+            vcpu_sizes!(),
+            " WHERE size.vcpus <= $2 ",
+            "AND (t.vcpu_quota IS NULL OR t.held_vcpus + size.vcpus <= t.vcpu_quota)) AS job_id ",
+            "FROM tenants t WHERE t.uninstalled_at IS NULL AND NOT t.github_installation_suspended) ",
+            "WHERE job_id IS NOT NULL ORDER BY held, job_id LIMIT 1"
+        )
+    };
+}
 
-/// Moves job `$8`, picked by [`PICK_JOB`] for architecture `$1` and `$2` free vCPUs, from
-/// `Queued` to `Provisioning`, naming its runner `$7`.
-const TAKE_JOB: &str = concat!(
+const PICK_JOB: &str = pick_job!();
+
+/// Takes the job [`PICK_JOB`] picks (architecture `$1`, `$2` free vCPUs) from `Queued` to
+/// `Provisioning`, naming its runner `$7 || id || $8`. One statement is one write
+/// transaction: nothing can change between the pick and the take. SQLite keeps a UUID as
+/// 16 bytes; the runner name spells it as Rust does, in lowercase 8-4-4-4-12 hex.
+const CLAIM_JOB: &str = concat!(
     "UPDATE jobs SET ",
-    claim_assignments!("$7"),
-    " WHERE id = $8 AND status = 'Queued' AND cpu_architecture = $1 AND vcpus <= $2 RETURNING ",
+    claim_assignments!(
+        "$7 || lower(substr(hex(id), 1, 8) || '-' || substr(hex(id), 9, 4) || '-' || \
+         substr(hex(id), 13, 4) || '-' || substr(hex(id), 17, 4) || '-' || substr(hex(id), 21)) || $8"
+    ),
+    " WHERE status = 'Queued' AND id = (",
+    pick_job!(),
+    ") RETURNING ",
     crate::store::rows::installed_dispatch_columns!()
 );
 
