@@ -77,10 +77,15 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    /// Claims under the single writer, in one statement: pick and take. While claims find
-    /// nothing, the pick runs first on a reader, so that empty polls do not wait in line for
-    /// the write lock behind each other; while they find jobs, that look is skipped, as it
-    /// would find one too and only cost the claim a second pick.
+    /// Claims under the single writer, in one statement: pick and take. A lone `UPDATE`
+    /// opens its write transaction before it reads anything (its program starts with
+    /// `Transaction` for writing), as `BEGIN IMMEDIATE` would, so it cannot fail upgrading a
+    /// stale read; an explicit transaction would only add two round trips (~12% of the claim
+    /// rate, measured).
+    ///
+    /// While claims find nothing, the pick runs first on a reader, so that empty polls do not
+    /// queue for the write lock behind each other; while they find jobs, that look is skipped,
+    /// as it would find one too and only cost the claim a second pick.
     async fn claim(&self, filter: &ClaimFilter, now: Timestamp) -> Result<Option<ClaimedJob>> {
         let arch = filter.architecture.as_str();
         let vcpus = i64::from(filter.available_vcpus);
