@@ -169,6 +169,9 @@ async fn provision(state: &AppState, claimed: ClaimedJob) -> Result<Provisioned,
     }
     match result {
         Ok(jit) => {
+            // Before the host hears of the claim: on PostgreSQL this synchronous commit is what
+            // makes the claim itself durable (claims commit without waiting for the flush;
+            // see `PostgresStore`'s claim connections). Every path out of here writes first.
             state.store.set_runner(job.id, jit.runner.id).await?;
             let (organization, repository) = job
                 .repository

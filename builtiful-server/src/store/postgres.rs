@@ -5,14 +5,14 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use builtiful_core::Timestamp;
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::rows::InstalledDispatchRow;
 use super::shared::{claim_assignments, impl_store};
-use super::{Backend, ClaimFilter, ClaimedJob, Result};
+use super::{Backend, ClaimFilter, ClaimedJob, Result, StoreError};
 
 /// The `NOTIFY` channel on which servers tell each other that jobs can be claimed.
 const JOBS_CHANNEL: &str = "builtiful_jobs";
@@ -25,30 +25,46 @@ pub struct PostgresStore {
     pool: PgPool,
     /// The connection holding the reconciler's advisory lock, while this server leads.
     leader: Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>,
-    /// Claims in flight at once. Every claim reaches for the same few rows at the head of the
-    /// queue; beyond a few at a time they only wait on each other's buffer locks inside the
-    /// database (measured: 4 concurrent claims take ~1,000 jobs/s on 2 cores where 32 take
-    /// ~700), so the rest wait here, in line.
-    claims: Arc<tokio::sync::Semaphore>,
+    /// The connections claims run on, few and without waiting for the WAL flush at commit.
+    ///
+    /// Few: every claim reaches for the same rows at the head of the queue; beyond a few at a
+    /// time they only wait on each other's buffer locks inside the database (measured: 4
+    /// concurrent claims take ~1,000 jobs/s on 2 cores where 32 take ~700), so the rest wait
+    /// for a connection, in line.
+    ///
+    /// Without the flush (`synchronous_commit = off`): no host learns of a claim before a
+    /// synchronous commit that follows it (the runner id recorded, or the claim released),
+    /// and that commit flushes the WAL through the claim's too. A crash before then loses a
+    /// claim nobody was told of: the job is simply still queued.
+    claims: PgPool,
 }
 
 /// How many claims a server runs against PostgreSQL at once; see `PostgresStore::claims`.
-const CONCURRENT_CLAIMS: usize = 4;
+const CONCURRENT_CLAIMS: u32 = 4;
 
 impl PostgresStore {
     /// Connects to a `postgres://` URL and migrates the database (migrations take an advisory
     /// lock, so replicas starting together apply them once).
     pub async fn connect(url: &str) -> Result<Self> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        let claims = PgPoolOptions::new()
+            .max_connections(CONCURRENT_CLAIMS)
+            .min_connections(0)
+            // Claims queue here under load; a poll waits as long as any other request would.
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options.options([("synchronous_commit", "off")]));
         Ok(Self {
             pool,
             leader: Arc::default(),
-            claims: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CLAIMS)),
+            claims,
         })
     }
 
@@ -68,11 +84,6 @@ impl PostgresStore {
     /// while a row is locked. Concurrent pollers skip the rows others are taking (`SKIP
     /// LOCKED`) and move on to the tenant's next job, then to the next tenant in line.
     async fn claim(&self, filter: &ClaimFilter, now: Timestamp) -> Result<Option<ClaimedJob>> {
-        let _turn = self
-            .claims
-            .acquire()
-            .await
-            .expect("the claim gate is never closed");
         let taken: Option<InstalledDispatchRow> = sqlx::query_as(CLAIM_JOB)
             .bind(filter.architecture.as_str())
             .bind(i64::from(filter.available_vcpus))
@@ -82,7 +93,7 @@ impl PostgresStore {
             .bind(now.as_micros())
             .bind(crate::webhooks::RUNNER_PREFIX)
             .bind(crate::webhooks::runner_claim_suffix())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.claims)
             .await?;
         taken.map(TryInto::try_into).transpose()
     }
@@ -155,6 +166,7 @@ impl PostgresStore {
         if let Some(conn) = self.leader.lock().await.take() {
             let _ = sqlx::Connection::close(conn).await;
         }
+        self.claims.close().await;
         self.pool.close().await;
     }
 }
